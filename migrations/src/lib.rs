@@ -1,0 +1,16 @@
+//! credd's schema, one change per file. The server runs `Migrator::up` at start and
+//! `credd migrate` runs it alone. Migrations never import the live entities.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_orgs;
+
+/// Every migration of credd, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_orgs::Migration)]
+    }
+}

@@ -1,0 +1,198 @@
+//! Builds the server (store, services, health, reflection, auth) and runs it.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tonic::{server::NamedService, transport::server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    config::Settings,
+    grpc::{AppRegistrationsGrpc, AuditGrpc, ClientSecretsGrpc, OrgsGrpc, auth::AuthLayer},
+    pb::{
+        self, app_registrations_server::AppRegistrationsServer, audit_server::AuditServer,
+        client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
+    },
+    service::{Clock, OrgService, SystemClock, callers::Authenticator},
+    store::{OpenError, Store},
+};
+
+/// Why the server could not start. Each displays as one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database (CREDD_DATABASE_URL): {0}")]
+    Store(#[from] OpenError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} (CREDD_LISTEN): {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The reflection service could not load the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server failed while running.
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// The names of credd's own services, as health reports them.
+const SERVICE_NAMES: [&str; 4] = [
+    <OrgsServer<OrgsGrpc> as NamedService>::NAME,
+    <ClientSecretsServer<ClientSecretsGrpc> as NamedService>::NAME,
+    <AppRegistrationsServer<AppRegistrationsGrpc> as NamedService>::NAME,
+    <AuditServer<AuditGrpc> as NamedService>::NAME,
+];
+
+/// A built server: the store is migrated and the listener bound, so
+/// [`App::local_addr`] is final before [`App::run_until`] is called.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Store,
+    orgs: OrgService,
+    authenticator: Arc<Authenticator>,
+    health: HealthReporter,
+    shutdown_grace: Duration,
+}
+
+impl App {
+    /// Opens and migrates the store, binds the listener, and assembles the services.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with a clock of the caller's (tests drive time with it).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+
+        let store = Store::connect(settings.database_url.expose_secret()).await?;
+        store.migrate().await?;
+        tracing::info!(backend = store.backend_name(), "store migrated");
+
+        let authenticator = Arc::new(Authenticator::new(
+            settings
+                .bootstrap_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+        ));
+        let orgs = OrgService::new(store.clone(), clock, settings.default_login_domain.clone());
+
+        let (health, _) = tonic_health::server::health_reporter();
+        Ok(Self {
+            listener,
+            local_addr,
+            store,
+            orgs,
+            authenticator,
+            health,
+            shutdown_grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then reports NOT_SERVING, lets in-flight
+    /// calls finish (up to the shutdown grace) and closes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+        );
+
+        let router = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(self.authenticator.clone()))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(OrgsServer::new(OrgsGrpc::new(self.orgs.clone())))
+            .add_service(ClientSecretsServer::new(ClientSecretsGrpc))
+            .add_service(AppRegistrationsServer::new(AppRegistrationsGrpc))
+            .add_service(AuditServer::new(AuditGrpc));
+
+        set_status(&self.health, ServingStatus::Serving).await;
+        tracing::info!(addr = %self.local_addr, "credd serving");
+
+        let health = self.health.clone();
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+            set_status(&health, ServingStatus::NotServing).await;
+            let _ = draining_tx.send(());
+        };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let server = router.serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(server);
+
+        let grace = self.shutdown_grace;
+        let result = tokio::select! {
+            result = &mut server => result.map_err(StartError::from),
+            () = async move {
+                if draining_rx.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(grace = ?grace, "in-flight calls did not finish within the shutdown grace; exiting");
+                Ok(())
+            }
+        };
+        self.store.close().await;
+        tracing::info!("credd stopped");
+        result
+    }
+}
+
+/// Reflection over every service served, both reflection versions, and
+/// `google.rpc.BadRequest`, so that grpcurl describes all of them and prints error
+/// details readably.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_status(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Runs the migrations of the database in `settings` and nothing else.
+pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
+    let store = Store::connect(settings.database_url.expose_secret()).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok(())
+}

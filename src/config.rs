@@ -1,0 +1,117 @@
+//! Settings: defaults in code, overridden by `CREDD_*` variables, overridden by flags.
+//! Every bad value fails start-up with one line naming the flag, its variable and
+//! the rule.
+
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+
+use crate::domain::host;
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// How credd runs. Each field is a flag and a `CREDD_*` variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address and port to serve gRPC on.
+    #[arg(long, env = "CREDD_LISTEN", default_value = "127.0.0.1:50051", value_name = "ADDR",
+          value_parser = parse_listen, global = true)]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://PATH?mode=rwc` (embedded, created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    #[arg(
+        long,
+        env = "CREDD_DATABASE_URL",
+        default_value = "sqlite://credd.db?mode=rwc",
+        value_name = "URL",
+        hide_env_values = true,
+        hide_default_value = false,
+        global = true
+    )]
+    pub database_url: SecretString,
+
+    /// Admin caller token accepted as `authorization: Bearer <token>` (at least 32
+    /// characters). When unset, `serve` generates one for the run and prints it once.
+    #[arg(long, env = "CREDD_BOOTSTRAP_TOKEN", value_name = "TOKEN", hide_env_values = true,
+          value_parser = parse_bootstrap_token, global = true)]
+    pub bootstrap_token: Option<SecretString>,
+
+    /// Login host of orgs that set no custom domain.
+    #[arg(long, env = "CREDD_DEFAULT_LOGIN_DOMAIN", default_value = "login.credd.local",
+          value_name = "HOST", value_parser = parse_login_domain, global = true)]
+    pub default_login_domain: String,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(
+        long,
+        env = "CREDD_LOG",
+        default_value = "info,tonic=warn,h2=warn,hyper=warn",
+        value_name = "FILTER",
+        global = true
+    )]
+    pub log: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "CREDD_LOG_FORMAT",
+        default_value = "pretty",
+        value_enum,
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// How long SIGTERM or Ctrl-C waits for in-flight calls before exiting anyway
+    /// (`10s`, `1m`).
+    #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
+          value_parser = parse_shutdown_grace, global = true)]
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Settings for a server on `database_url` with every other value at its default.
+    pub fn with_database(database_url: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: database_url.into(),
+            bootstrap_token: None,
+            default_login_domain: "login.credd.local".into(),
+            log: "info,tonic=warn,h2=warn,hyper=warn".into(),
+            log_format: LogFormat::Pretty,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| "CREDD_LISTEN must be an IP address and port such as 127.0.0.1:50051".into())
+}
+
+fn parse_bootstrap_token(value: &str) -> Result<SecretString, String> {
+    if value.len() < 32 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "CREDD_BOOTSTRAP_TOKEN must be at least 32 printable characters without spaces".into(),
+        );
+    }
+    Ok(value.into())
+}
+
+fn parse_login_domain(value: &str) -> Result<String, String> {
+    host::parse_dns_host("CREDD_DEFAULT_LOGIN_DOMAIN", value)
+        .map_err(|v| format!("{} {}", v.field, v.reason))
+}
+
+fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|_| "CREDD_SHUTDOWN_GRACE must be a duration such as 10s or 1m".into())
+}

@@ -1,0 +1,267 @@
+//! Organizations: the rules for their fields.
+
+use chrono::{DateTime, Utc};
+
+use super::{Violation, host};
+
+/// The longest org or app name.
+pub const MAX_NAME_CHARS: usize = 200;
+/// The longest URL credd stores.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// An org as credd stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    /// Server-assigned id.
+    pub id: String,
+    /// Public, immutable OAuth client ID.
+    pub client_id: String,
+    /// Display name.
+    pub name: String,
+    /// Absolute https URL.
+    pub main_website: String,
+    /// Canonical custom login domain, if any.
+    pub custom_domain: Option<String>,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+}
+
+impl Org {
+    /// The host users log in on: the custom domain, else the server's default.
+    pub fn login_domain<'a>(&'a self, default_login_domain: &'a str) -> &'a str {
+        self.custom_domain
+            .as_deref()
+            .unwrap_or(default_login_domain)
+    }
+}
+
+/// The validated fields of a new org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrg {
+    /// Display name.
+    pub name: String,
+    /// Absolute https URL.
+    pub main_website: String,
+    /// Canonical custom login domain, if any.
+    pub custom_domain: Option<String>,
+}
+
+impl NewOrg {
+    /// Validates every field and reports every broken rule at once.
+    pub fn parse(
+        name: &str,
+        main_website: &str,
+        custom_domain: &str,
+    ) -> Result<Self, Vec<Violation>> {
+        let name = parse_name("name", name);
+        let main_website = parse_https_url("main_website", main_website);
+        let custom_domain = parse_custom_domain("custom_domain", custom_domain);
+        match (name, main_website, custom_domain) {
+            (Ok(name), Ok(main_website), Ok(custom_domain)) => Ok(Self {
+                name,
+                main_website,
+                custom_domain,
+            }),
+            (name, main_website, custom_domain) => {
+                Err([name.err(), main_website.err(), custom_domain.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect())
+            }
+        }
+    }
+}
+
+/// The fields an update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgChanges {
+    /// New display name.
+    pub name: Option<String>,
+    /// New main website.
+    pub main_website: Option<String>,
+    /// New custom domain; `Some(None)` removes it.
+    pub custom_domain: Option<Option<String>>,
+}
+
+/// The fields of an org that an update mask may name.
+pub const UPDATABLE_FIELDS: &[&str] = &["name", "main_website", "custom_domain"];
+/// Fields that never change once the org exists.
+pub const IMMUTABLE_FIELDS: &[&str] = &["id", "client_id"];
+
+impl OrgChanges {
+    /// Validates an update: `paths` is the update mask, the other arguments the
+    /// values sent with it. Naming `id` or `client_id` is refused.
+    pub fn parse(
+        paths: &[String],
+        name: &str,
+        main_website: &str,
+        custom_domain: &str,
+    ) -> Result<Self, Vec<Violation>> {
+        if paths.is_empty() {
+            return Err(vec![Violation::new(
+                "update_mask",
+                "must name at least one of: name, main_website, custom_domain",
+            )]);
+        }
+        let mut changes = OrgChanges::default();
+        let mut violations = Vec::new();
+        for path in paths {
+            match path.as_str() {
+                "name" => match parse_name("org.name", name) {
+                    Ok(value) => changes.name = Some(value),
+                    Err(v) => violations.push(v),
+                },
+                "main_website" => match parse_https_url("org.main_website", main_website) {
+                    Ok(value) => changes.main_website = Some(value),
+                    Err(v) => violations.push(v),
+                },
+                "custom_domain" => match parse_custom_domain("org.custom_domain", custom_domain) {
+                    Ok(value) => changes.custom_domain = Some(value),
+                    Err(v) => violations.push(v),
+                },
+                other if IMMUTABLE_FIELDS.contains(&other) => violations.push(Violation::new(
+                    "update_mask",
+                    format!("`{other}` can never change"),
+                )),
+                other => violations.push(Violation::new(
+                    "update_mask",
+                    format!("unknown field `{other}`; updatable fields are name, main_website, custom_domain"),
+                )),
+            }
+        }
+        if violations.is_empty() {
+            Ok(changes)
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+/// A display name: 1 to 200 characters after trimming, no control characters.
+pub fn parse_name(field: &str, value: &str) -> Result<String, Violation> {
+    let name = value.trim();
+    if name.is_empty() {
+        return Err(Violation::new(field, "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(Violation::new(field, "must be at most 200 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Violation::new(field, "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// An absolute https URL with a DNS host name and no user info.
+pub fn parse_https_url(field: &str, value: &str) -> Result<String, Violation> {
+    if value.is_empty() {
+        return Err(Violation::new(
+            field,
+            "must be an absolute https URL such as https://example.com",
+        ));
+    }
+    if value.len() > MAX_URL_LEN {
+        return Err(Violation::new(field, "must be at most 2048 characters"));
+    }
+    let url = url::Url::parse(value).map_err(|_| {
+        Violation::new(
+            field,
+            "must be an absolute https URL such as https://example.com",
+        )
+    })?;
+    if url.scheme() != "https" {
+        return Err(Violation::new(field, "must use the https scheme"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Violation::new(field, "must not contain user info"));
+    }
+    match url.host() {
+        Some(url::Host::Domain(domain)) => {
+            host::parse_dns_host(field, domain)?;
+        }
+        _ => {
+            return Err(Violation::new(
+                field,
+                "must have a DNS host name, not an IP address",
+            ));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+/// An optional custom domain: empty for none, otherwise a DNS host name.
+pub fn parse_custom_domain(field: &str, value: &str) -> Result<Option<String>, Violation> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        host::parse_dns_host(field, value).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(violations: &[Violation]) -> Vec<&str> {
+        violations.iter().map(|v| v.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_valid_org_is_accepted_with_its_domain_canonical() {
+        let org =
+            NewOrg::parse(" Acme ", "https://acme.example/home", "Login.Acme.Example.").unwrap();
+        assert_eq!(org.name, "Acme");
+        assert_eq!(org.custom_domain.as_deref(), Some("login.acme.example"));
+        assert_eq!(
+            NewOrg::parse("Acme", "https://acme.example", "")
+                .unwrap()
+                .custom_domain,
+            None
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported_with_its_field() {
+        let err = NewOrg::parse("", "http://acme.example", "not a domain").unwrap_err();
+        assert_eq!(fields(&err), ["name", "main_website", "custom_domain"]);
+    }
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        assert!(parse_name("name", &"x".repeat(200)).is_ok());
+        assert!(parse_name("name", &"x".repeat(201)).is_err());
+        assert!(parse_name("name", "   ").is_err());
+        assert!(parse_name("name", "a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn main_website_must_be_absolute_https_with_a_host_name() {
+        for bad in [
+            "example.com",
+            "http://example.com",
+            "https://user:pw@example.com",
+            "https://127.0.0.1",
+            "https://[::1]/",
+            "ftp://example.com",
+            "https://localhost",
+        ] {
+            assert!(parse_https_url("main_website", bad).is_err(), "{bad}");
+        }
+        assert!(parse_https_url("main_website", "https://www.example.com/path?q=1").is_ok());
+    }
+
+    #[test]
+    fn updates_refuse_immutable_unknown_and_empty_masks() {
+        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let err = OrgChanges::parse(&paths(&["client_id"]), "", "", "").unwrap_err();
+        assert_eq!(fields(&err), ["update_mask"]);
+        assert!(OrgChanges::parse(&paths(&["id"]), "", "", "").is_err());
+        assert!(OrgChanges::parse(&paths(&["colour"]), "", "", "").is_err());
+        assert!(OrgChanges::parse(&[], "", "", "").is_err());
+        let changes = OrgChanges::parse(&paths(&["custom_domain"]), "", "", "").unwrap();
+        assert_eq!(changes.custom_domain, Some(None));
+        assert_eq!(changes.name, None);
+    }
+}

@@ -1,0 +1,120 @@
+//! The `credd.v1.Orgs` service.
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    Error,
+    domain::{
+        org::{NewOrg, OrgChanges},
+        paging::PageRequest,
+    },
+    pb::{self, get_org_request::Lookup, orgs_server::Orgs},
+    service::{OrgService, orgs::OrgLookup},
+};
+
+/// Adapter from `credd.v1.Orgs` to [`OrgService`].
+#[derive(Debug, Clone)]
+pub struct OrgsGrpc {
+    orgs: OrgService,
+}
+
+impl OrgsGrpc {
+    /// The adapter over `orgs`.
+    pub fn new(orgs: OrgService) -> Self {
+        Self { orgs }
+    }
+
+    fn reply(&self, org: crate::domain::org::Org) -> Response<pb::Org> {
+        let login_domain = self.orgs.login_domain(&org);
+        Response::new(convert::org(org, login_domain))
+    }
+}
+
+#[tonic::async_trait]
+impl Orgs for OrgsGrpc {
+    async fn create_org(
+        &self,
+        request: Request<pb::CreateOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
+        let req = request.into_inner();
+        let new = NewOrg::parse(&req.name, &req.main_website, &req.custom_domain)
+            .map_err(Error::Invalid)?;
+        Ok(self.reply(self.orgs.create(new).await?))
+    }
+
+    async fn get_org(
+        &self,
+        request: Request<pb::GetOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
+        let lookup = match request.into_inner().lookup {
+            Some(Lookup::Id(id)) => OrgLookup::Id(id),
+            Some(Lookup::ClientId(client_id)) => OrgLookup::ClientId(client_id),
+            Some(Lookup::CustomDomain(domain)) => OrgLookup::CustomDomain(domain),
+            None => {
+                return Err(
+                    Error::invalid("lookup", "set one of id, client_id or custom_domain").into(),
+                );
+            }
+        };
+        Ok(self.reply(self.orgs.get(lookup).await?))
+    }
+
+    async fn list_orgs(
+        &self,
+        request: Request<pb::ListOrgsRequest>,
+    ) -> Result<Response<pb::ListOrgsResponse>, Status> {
+        let req = request.into_inner();
+        let page = PageRequest::parse(req.page_size, &req.page_token).map_err(Error::from)?;
+        let page = self.orgs.list(page).await?;
+        let orgs = page
+            .orgs
+            .into_iter()
+            .map(|org| {
+                let login_domain = self.orgs.login_domain(&org);
+                convert::org(org, login_domain)
+            })
+            .collect();
+        Ok(Response::new(pb::ListOrgsResponse {
+            orgs,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_org(
+        &self,
+        request: Request<pb::UpdateOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
+        let req = request.into_inner();
+        let org = req
+            .org
+            .ok_or_else(|| Error::invalid("org", "is required"))?;
+        let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
+        let changes = OrgChanges::parse(&paths, &org.name, &org.main_website, &org.custom_domain)
+            .map_err(Error::Invalid)?;
+        Ok(self.reply(self.orgs.update(&org.id, changes).await?))
+    }
+
+    async fn delete_org(
+        &self,
+        request: Request<pb::DeleteOrgRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.orgs.delete(&request.into_inner().id).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_integration(
+        &self,
+        request: Request<pb::GetIntegrationRequest>,
+    ) -> Result<Response<pb::GetIntegrationResponse>, Status> {
+        let integration = self.orgs.integration(&request.into_inner().org_id).await?;
+        Ok(Response::new(pb::GetIntegrationResponse {
+            org_id: integration.org.id,
+            login_domain: integration.login_domain,
+            client_id: integration.org.client_id,
+            active_secret: None,
+            pending_secret_count: 0,
+            retiring_secrets: Vec::new(),
+        }))
+    }
+}

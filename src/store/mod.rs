@@ -1,0 +1,162 @@
+//! SeaORM entities and queries: the only code that talks to the database.
+//!
+//! Every query on an org's things is scoped by the org and by "not deleted" here, so
+//! a caller of the store cannot forget either.
+
+mod entities;
+pub mod orgs;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, sqlx};
+
+use crate::Error;
+
+/// How long start-up waits for the database before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection before answering UNAVAILABLE.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A handle to credd's database (cheap to clone: it is a connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// Why the store could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL is not one credd can use.
+    #[error("{0}")]
+    BadUrl(String),
+    /// The database did not answer or refused the connection.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The schema could not be brought up to date.
+    #[error("cannot run migrations: {0}")]
+    Migrate(String),
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) without touching the schema.
+    pub async fn connect(url: &str) -> Result<Self, OpenError> {
+        let backend = if url.starts_with("sqlite:") {
+            DbBackend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DbBackend::Postgres
+        } else {
+            return Err(OpenError::BadUrl(
+                "unsupported URL: expected sqlite://PATH?mode=rwc or postgres://USER@HOST/DB"
+                    .into(),
+            ));
+        };
+        let mut options = ConnectOptions::new(url);
+        options
+            .connect_timeout(CONNECT_TIMEOUT)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .sqlx_logging(false);
+        if backend == DbBackend::Sqlite {
+            // WAL lets readers (verify) go on while a writer commits; writers wait for
+            // each other up to the busy timeout instead of failing at once.
+            options.max_connections(8).map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        } else {
+            options.max_connections(32).min_connections(1);
+        }
+        let db = Database::connect(options).await.map_err(|err| match &err {
+            DbErr::Conn(RuntimeErr::SqlxError(inner))
+                if matches!(inner.as_ref(), sqlx::Error::Configuration(_)) =>
+            {
+                OpenError::BadUrl(format!("bad database URL: {inner}"))
+            }
+            _ => OpenError::Connect(db_error_line(&err)),
+        })?;
+        Ok(Self { db })
+    }
+
+    /// Runs every pending migration.
+    pub async fn migrate(&self) -> Result<(), OpenError> {
+        use migrations::MigratorTrait as _;
+        migrations::Migrator::up(&self.db, None)
+            .await
+            .map_err(|err| OpenError::Migrate(db_error_line(&err)))
+    }
+
+    /// Checks that the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.db.ping().await.map_err(Error::from)
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+
+    /// Which database this is, for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => "postgres",
+            DbBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+}
+
+fn db_error_line(err: &DbErr) -> String {
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(inner))
+        | DbErr::Exec(RuntimeErr::SqlxError(inner))
+        | DbErr::Query(RuntimeErr::SqlxError(inner)) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a database error means "the store is unreachable or busy, try again"
+/// rather than a fault in credd.
+fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            match inner.as_ref() {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // PostgreSQL: connection exception (08…), operator intervention
+                    // such as admin shutdown (57…), insufficient resources (53…).
+                    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+                    code.starts_with("08")
+                        || code.starts_with("57")
+                        || code.starts_with("53")
+                        || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether the error is a unique-constraint violation, on either backend.
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        if is_unavailable(&err) {
+            Error::Unavailable(Box::new(err))
+        } else {
+            Error::Internal(Box::new(err))
+        }
+    }
+}

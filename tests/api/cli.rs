@@ -1,0 +1,215 @@
+//! The `credd` binary as an operator runs it.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use credd::pb::{ListOrgsRequest, orgs_client::OrgsClient};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::helpers::{Backend, TestDb, bearer};
+
+const VARIABLES: [&str; 7] = [
+    "CREDD_LISTEN",
+    "CREDD_DATABASE_URL",
+    "CREDD_BOOTSTRAP_TOKEN",
+    "CREDD_DEFAULT_LOGIN_DOMAIN",
+    "CREDD_LOG",
+    "CREDD_LOG_FORMAT",
+    "CREDD_SHUTDOWN_GRACE",
+];
+
+fn credd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_credd"));
+    for variable in VARIABLES {
+        command.env_remove(variable);
+    }
+    command.env("CREDD_LOG", "warn");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("run credd")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Asserts a start-up failure: non-zero exit and one line on stderr mentioning `needle`.
+#[track_caller]
+fn assert_fails_with_one_line(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected failure, got {:?}\n{stderr}",
+        output.status
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?} in {:?}",
+        lines[0]
+    );
+}
+
+#[test]
+fn help_explains_every_flag_and_its_variable() {
+    let output = run(credd().arg("--help"));
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in VARIABLES {
+        assert!(
+            help.contains(variable),
+            "--help does not mention {variable}:\n{help}"
+        );
+    }
+    for word in [
+        "serve",
+        "migrate",
+        "--listen",
+        "--database-url",
+        "--bootstrap-token",
+    ] {
+        assert!(help.contains(word), "--help does not mention {word}");
+    }
+}
+
+#[test]
+fn a_taken_port_fails_start_with_one_clear_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(credd()
+        .env("CREDD_LISTEN", taken.local_addr().unwrap().to_string())
+        .env(
+            "CREDD_DATABASE_URL",
+            format!("sqlite://{}/c.db?mode=rwc", dir.path().display()),
+        ));
+    assert_fails_with_one_line(&output, "CREDD_LISTEN");
+}
+
+#[test]
+fn bad_settings_fail_start_naming_the_variable() {
+    let output = run(credd().env("CREDD_DATABASE_URL", "mysql://root@localhost/credd"));
+    assert_fails_with_one_line(&output, "CREDD_DATABASE_URL");
+    let output = run(credd().env("CREDD_LISTEN", "not-an-address"));
+    assert_fails_with_one_line(&output, "CREDD_LISTEN");
+    let output = run(credd().env("CREDD_BOOTSTRAP_TOKEN", "short"));
+    assert_fails_with_one_line(&output, "CREDD_BOOTSTRAP_TOKEN");
+    let output = run(credd().env("CREDD_DEFAULT_LOGIN_DOMAIN", "not a domain"));
+    assert_fails_with_one_line(&output, "CREDD_DEFAULT_LOGIN_DOMAIN");
+    let output = run(credd().env("CREDD_SHUTDOWN_GRACE", "soon"));
+    assert_fails_with_one_line(&output, "CREDD_SHUTDOWN_GRACE");
+}
+
+#[test]
+fn an_unreachable_database_fails_start_with_one_clear_line() {
+    let closed_port = free_port();
+    let started = Instant::now();
+    let output = run(credd()
+        .env("CREDD_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "CREDD_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{closed_port}/credd"),
+        ));
+    assert_fails_with_one_line(&output, "CREDD_DATABASE_URL");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("postgres@"),
+        "the URL's credentials stay out of the message: {stderr}"
+    );
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_until_serving(port: u16) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel.clone());
+            if health.check(HealthCheckRequest::default()).await.is_ok() {
+                return channel;
+            }
+        }
+        assert!(Instant::now() < deadline, "credd did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: Backend) {
+    let (_db, url) = TestDb::create(&backend).await;
+    let output = run(credd().arg("migrate").env("CREDD_DATABASE_URL", &url));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let port = free_port();
+    let mut server = Server(
+        credd()
+            .arg("serve")
+            .env("CREDD_DATABASE_URL", &url)
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let channel = wait_until_serving(port).await;
+
+    // The generated token is printed once, as a line an operator can paste.
+    let stdout = server.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let token = loop {
+        let line = lines.next().expect("a token line").unwrap();
+        if let Some(token) = line.strip_prefix("export CREDD_TOKEN=") {
+            break token.to_owned();
+        }
+    };
+    let mut orgs = OrgsClient::with_interceptor(channel.clone(), bearer(Some(&token)));
+    orgs.list_orgs(ListOrgsRequest::default())
+        .await
+        .expect("the printed token works");
+    let mut wrong =
+        OrgsClient::with_interceptor(channel, bearer(Some("another-token-0123456789abcdef0123")));
+    assert!(wrong.list_orgs(ListOrgsRequest::default()).await.is_err());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "credd did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+}
+
+both_backends!(migrate_then_serve_with_a_generated_token_and_stop_on_sigterm);

@@ -1,0 +1,302 @@
+//! `spawn_app`: the real server on port 0 over a fresh database, with typed clients.
+
+use std::{net::SocketAddr, sync::Once};
+
+use credd::{
+    App, Settings,
+    pb::{
+        app_registrations_client::AppRegistrationsClient, audit_client::AuditClient,
+        client_secrets_client::ClientSecretsClient, orgs_client::OrgsClient,
+    },
+};
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::oneshot;
+use tonic::{
+    Code, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// The admin token every test server accepts.
+pub const TOKEN: &str = "test-bootstrap-token-0123456789abcdef";
+
+/// Runs each named test body once per backend: `sqlite::NAME` always,
+/// `postgres::NAME` against `CREDD_TEST_DATABASE_URL` when it is set.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match crate::helpers::Backend::postgres() {
+                        Some(backend) => super::$name(backend).await,
+                        None => eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL run skipped"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh database on the server of this admin URL.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL, when `CREDD_TEST_DATABASE_URL` is set.
+    pub fn postgres() -> Option<Self> {
+        std::env::var("CREDD_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .map(Backend::Postgres)
+    }
+}
+
+/// A fresh database that is removed when dropped.
+pub enum TestDb {
+    /// The directory holding the SQLite file.
+    Sqlite { _dir: tempfile::TempDir },
+    /// The admin URL and the name of the created database.
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    /// Creates a fresh database and returns it with its URL.
+    pub async fn create(backend: &Backend) -> (Self, String) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("credd.db").display()
+                );
+                (TestDb::Sqlite { _dir: dir }, url)
+            }
+            Backend::Postgres(admin_url) => {
+                let name = format!("credd_test_{}", uuid_simple());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .expect("connect to CREDD_TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let url = replace_database(admin_url, &name);
+                (
+                    TestDb::Postgres {
+                        admin_url: admin_url.clone(),
+                        name,
+                    },
+                    url,
+                )
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    if let Ok(admin) = Database::connect(admin_url.as_str()).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                        admin.close().await.ok();
+                    }
+                });
+                Ok::<(), std::io::Error>(())
+            })
+            .join();
+        }
+    }
+}
+
+fn uuid_simple() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("CREDD_TEST_DATABASE_URL is a URL");
+    parsed.set_path(&format!("/{name}"));
+    parsed.to_string()
+}
+
+/// Sends `authorization: Bearer <token>` on every call (or nothing).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that authenticates as `token` (or not at all).
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// A running test server and clients for it.
+#[allow(dead_code)] // each test module uses the clients it needs
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub orgs: OrgsClient<Authed>,
+    pub secrets: ClientSecretsClient<Authed>,
+    pub apps: AppRegistrationsClient<Authed>,
+    pub audit: AuditClient<Authed>,
+    pub backend: Backend,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), credd::app::StartError>>>,
+    _db: TestDb,
+}
+
+/// Settings for a test server on `database_url`: port 0 and the test token.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut settings = Settings::with_database(database_url);
+    settings.listen = "127.0.0.1:0".parse().expect("address");
+    settings.bootstrap_token = Some(TOKEN.into());
+    settings
+}
+
+/// Starts the real server over a fresh database of `backend`.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`], letting the test adjust the settings first.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_logs();
+    let (db, database_url) = TestDb::create(&backend).await;
+    let mut settings = test_settings(&database_url);
+    adjust(&mut settings);
+    let app = App::build(settings).await.expect("the server builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the test server");
+    let authed = InterceptedService::new(channel.clone(), bearer(Some(TOKEN)));
+    TestApp {
+        addr,
+        orgs: OrgsClient::new(authed.clone()),
+        secrets: ClientSecretsClient::new(authed.clone()),
+        apps: AppRegistrationsClient::new(authed.clone()),
+        audit: AuditClient::new(authed),
+        channel,
+        backend,
+        database_url,
+        shutdown: Some(tx),
+        server: Some(server),
+        _db: db,
+    }
+}
+
+/// An interceptor sending `token`, or no authorization at all.
+pub fn bearer(token: Option<&str>) -> Bearer {
+    Bearer(token.map(|t| format!("Bearer {t}").parse().expect("ascii token")))
+}
+
+impl TestApp {
+    /// A channel to this server that sends `token` (or none).
+    pub fn channel_with(&self, token: Option<&str>) -> Authed {
+        InterceptedService::new(self.channel.clone(), bearer(token))
+    }
+
+    /// Stops the server as SIGTERM would and waits for it to finish.
+    pub async fn stop(&mut self) -> Result<(), credd::app::StartError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(handle) => handle.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn init_test_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info,credd=debug")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The field names of the `BadRequest` violations in `status`.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts that `result` failed with `code`.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            status
+        }
+    }
+}
+
+/// Asserts INVALID_ARGUMENT naming `field` in a BadRequest violation.
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {
+    let status = assert_code(result, Code::InvalidArgument);
+    let fields = violated_fields(&status);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "expected a violation of {field}, got {fields:?} ({status:?})"
+    );
+}

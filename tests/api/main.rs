@@ -1,0 +1,11 @@
+//! credd's integration tests: one binary (link time on 2 cores), one module per area.
+//! Every test starts the real server on a random port over a fresh database and
+//! calls it with the generated tonic clients.
+
+#[macro_use]
+mod helpers;
+
+mod cli;
+mod grpcurl;
+mod orgs;
+mod server;
