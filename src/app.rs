@@ -14,7 +14,11 @@ use crate::{
         self, app_registrations_server::AppRegistrationsServer, audit_server::AuditServer,
         client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
     },
-    service::{Clock, OrgService, SystemClock, callers::Authenticator},
+    service::{
+        Clock, OrgService, SecretService, SystemClock,
+        callers::Authenticator,
+        hasher::{Hasher, HasherConfig},
+    },
     store::{OpenError, Store},
 };
 
@@ -32,6 +36,9 @@ pub enum StartError {
         /// Why not.
         source: std::io::Error,
     },
+    /// A setting is invalid (the message names its variable).
+    #[error("{0}")]
+    Config(String),
     /// The reflection service could not load the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -55,6 +62,7 @@ pub struct App {
     local_addr: SocketAddr,
     store: Store,
     orgs: OrgService,
+    secrets: SecretService,
     authenticator: Arc<Authenticator>,
     health: HealthReporter,
     shutdown_grace: Duration,
@@ -71,6 +79,13 @@ impl App {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
+        let hasher = Hasher::new(HasherConfig {
+            m_kib: settings.argon2_m_kib,
+            t: settings.argon2_t,
+            p: settings.argon2_p,
+            ..HasherConfig::owasp()
+        })
+        .map_err(StartError::Config)?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -93,7 +108,13 @@ impl App {
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
         ));
-        let orgs = OrgService::new(store.clone(), clock, settings.default_login_domain.clone());
+        let secrets = SecretService::new(store.clone(), hasher, clock.clone());
+        let orgs = OrgService::new(
+            store.clone(),
+            secrets.clone(),
+            clock,
+            settings.default_login_domain.clone(),
+        );
 
         let (health, _) = tonic_health::server::health_reporter();
         Ok(Self {
@@ -101,10 +122,16 @@ impl App {
             local_addr,
             store,
             orgs,
+            secrets,
             authenticator,
             health,
             shutdown_grace: settings.shutdown_grace,
         })
+    }
+
+    /// The client secret use cases (tests read their counters).
+    pub fn secrets(&self) -> &SecretService {
+        &self.secrets
     }
 
     /// The address the server listens on (useful with port 0).
@@ -130,7 +157,9 @@ impl App {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(OrgsServer::new(OrgsGrpc::new(self.orgs.clone())))
-            .add_service(ClientSecretsServer::new(ClientSecretsGrpc))
+            .add_service(ClientSecretsServer::new(ClientSecretsGrpc::new(
+                self.secrets.clone(),
+            )))
             .add_service(AppRegistrationsServer::new(AppRegistrationsGrpc))
             .add_service(AuditServer::new(AuditGrpc));
 

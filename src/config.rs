@@ -69,6 +69,36 @@ pub struct Settings {
     )]
     pub log_format: LogFormat,
 
+    /// argon2id memory per hash, in KiB (OWASP: 19456).
+    #[arg(
+        long = "argon2-m-kib",
+        env = "CREDD_ARGON2_M_KIB",
+        default_value_t = 19_456,
+        value_name = "KIB",
+        global = true
+    )]
+    pub argon2_m_kib: u32,
+
+    /// argon2id passes (OWASP: 2).
+    #[arg(
+        long = "argon2-t",
+        env = "CREDD_ARGON2_T",
+        default_value_t = 2,
+        value_name = "N",
+        global = true
+    )]
+    pub argon2_t: u32,
+
+    /// argon2id lanes (OWASP: 1).
+    #[arg(
+        long = "argon2-p",
+        env = "CREDD_ARGON2_P",
+        default_value_t = 1,
+        value_name = "N",
+        global = true
+    )]
+    pub argon2_p: u32,
+
     /// How long SIGTERM or Ctrl-C waits for in-flight calls before exiting anyway
     /// (`10s`, `1m`).
     #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
@@ -86,6 +116,9 @@ impl Settings {
             default_login_domain: "login.credd.local".into(),
             log: "info,tonic=warn,h2=warn,hyper=warn".into(),
             log_format: LogFormat::Pretty,
+            argon2_m_kib: 19_456,
+            argon2_t: 2,
+            argon2_p: 1,
             shutdown_grace: Duration::from_secs(10),
         }
     }

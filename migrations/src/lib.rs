@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_orgs;
+mod m20261122_000002_create_client_secrets;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_create_orgs::Migration)]
+        vec![
+            Box::new(m20261122_000001_create_orgs::Migration),
+            Box::new(m20261122_000002_create_client_secrets::Migration),
+        ]
     }
 }

@@ -6,6 +6,7 @@ pub mod host;
 pub mod ids;
 pub mod org;
 pub mod paging;
+pub mod secret;
 
 /// One broken rule: the request field and, in plain words, the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -108,13 +108,18 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::GetIntegrationResponse>, Status> {
         let integration = self.orgs.integration(&request.into_inner().org_id).await?;
+        let secrets = integration.secrets;
         Ok(Response::new(pb::GetIntegrationResponse {
             org_id: integration.org.id,
             login_domain: integration.login_domain,
             client_id: integration.org.client_id,
-            active_secret: None,
-            pending_secret_count: 0,
-            retiring_secrets: Vec::new(),
+            active_secret: secrets.active.map(convert::client_secret),
+            pending_secret_count: i32::try_from(secrets.pending_count).unwrap_or(i32::MAX),
+            retiring_secrets: secrets
+                .retiring
+                .into_iter()
+                .map(convert::client_secret)
+                .collect(),
         }))
     }
 }

@@ -2,8 +2,11 @@
 //! and is what the gRPC adapters call.
 
 pub mod callers;
+pub mod client_secrets;
 pub mod clock;
+pub mod hasher;
 pub mod orgs;
 
-pub use clock::{Clock, SystemClock};
+pub use client_secrets::SecretService;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use orgs::OrgService;

@@ -9,7 +9,7 @@ use crate::{
         org::{NewOrg, Org, OrgChanges},
         paging::{PageRequest, next_page_token},
     },
-    service::Clock,
+    service::{Clock, SecretService, client_secrets::SecretOverview},
     store::Store,
 };
 
@@ -40,22 +40,31 @@ pub struct Integration {
     pub org: Org,
     /// The host users log in on.
     pub login_domain: String,
+    /// The state of the org's secrets (metadata only).
+    pub secrets: SecretOverview,
 }
 
 /// Creates, reads, updates and deletes orgs.
 #[derive(Debug, Clone)]
 pub struct OrgService {
     store: Store,
+    secrets: SecretService,
     clock: Arc<dyn Clock>,
     default_login_domain: String,
 }
 
 impl OrgService {
     /// The service over `store`; orgs without a custom domain log in on
-    /// `default_login_domain`.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, default_login_domain: String) -> Self {
+    /// `default_login_domain`. `secrets` fills in the integration view.
+    pub fn new(
+        store: Store,
+        secrets: SecretService,
+        clock: Arc<dyn Clock>,
+        default_login_domain: String,
+    ) -> Self {
         Self {
             store,
+            secrets,
             clock,
             default_login_domain,
         }
@@ -139,6 +148,7 @@ impl OrgService {
             .ok_or(Error::NotFound("org"))?;
         Ok(Integration {
             login_domain: self.login_domain(&org),
+            secrets: self.secrets.overview(&org.id).await?,
             org,
         })
     }

@@ -7,7 +7,11 @@ use sea_orm::{
     QuerySelect, TransactionTrait, sea_query::Expr,
 };
 
-use super::{Store, entities::orgs, is_unique_violation};
+use super::{
+    Store,
+    entities::{client_secrets, orgs},
+    is_unique_violation,
+};
 use crate::{
     Error,
     domain::{
@@ -137,9 +141,10 @@ impl Store {
         Ok(row.into())
     }
 
-    /// Deletes the live org `id`: its row stays as a tombstone (so its client ID is
-    /// never reissued) with the custom domain released.
+    /// Deletes the live org `id`: its secrets go at once, and its row stays as a
+    /// tombstone (so its client ID is never reissued) with the custom domain released.
     pub async fn delete_org(&self, id: &str, now: DateTime<Utc>) -> Result<(), Error> {
+        let txn = self.db.begin().await?;
         let result = orgs::Entity::update_many()
             .col_expr(orgs::Column::DeleteTime, Expr::value(now))
             .col_expr(orgs::Column::UpdateTime, Expr::value(now))
@@ -149,11 +154,16 @@ impl Store {
             )
             .filter(orgs::Column::Id.eq(id))
             .filter(orgs::Column::DeleteTime.is_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         if result.rows_affected == 0 {
             return Err(Error::NotFound("org"));
         }
+        client_secrets::Entity::delete_many()
+            .filter(client_secrets::Column::OrgId.eq(id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
         Ok(())
     }
 }

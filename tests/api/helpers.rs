@@ -1,6 +1,9 @@
 //! `spawn_app`: the real server on port 0 over a fresh database, with typed clients.
 
-use std::{net::SocketAddr, sync::Once};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Once},
+};
 
 use credd::{
     App, Settings,
@@ -8,6 +11,7 @@ use credd::{
         app_registrations_client::AppRegistrationsClient, audit_client::AuditClient,
         client_secrets_client::ClientSecretsClient, orgs_client::OrgsClient,
     },
+    service::{Clock, ManualClock, SystemClock},
 };
 use sea_orm::{ConnectionTrait, Database};
 use tokio::sync::oneshot;
@@ -175,6 +179,7 @@ pub struct TestApp {
     pub audit: AuditClient<Authed>,
     pub backend: Backend,
     pub database_url: String,
+    pub secret_service: credd::service::SecretService,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), credd::app::StartError>>>,
     _db: TestDb,
@@ -185,6 +190,10 @@ pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::with_database(database_url);
     settings.listen = "127.0.0.1:0".parse().expect("address");
     settings.bootstrap_token = Some(TOKEN.into());
+    // Minimal argon2 cost: the tests prove behaviour, benchmarks measure cost.
+    settings.argon2_m_kib = 64;
+    settings.argon2_t = 1;
+    settings.argon2_p = 1;
     settings
 }
 
@@ -195,12 +204,28 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// [`spawn_app`], letting the test adjust the settings first.
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(backend, adjust, Arc::new(SystemClock)).await
+}
+
+/// [`spawn_app`] on a clock the test moves.
+pub async fn spawn_app_with_clock(backend: Backend, clock: Arc<ManualClock>) -> TestApp {
+    spawn(backend, |_| {}, clock).await
+}
+
+async fn spawn(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     init_test_logs();
     let (db, database_url) = TestDb::create(&backend).await;
     let mut settings = test_settings(&database_url);
     adjust(&mut settings);
-    let app = App::build(settings).await.expect("the server builds");
+    let app = App::build_with_clock(settings, clock)
+        .await
+        .expect("the server builds");
     let addr = app.local_addr();
+    let secret_service = app.secrets().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -220,6 +245,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         channel,
         backend,
         database_url,
+        secret_service,
         shutdown: Some(tx),
         server: Some(server),
         _db: db,

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod cli;
+mod client_secrets;
 mod grpcurl;
 mod orgs;
 mod server;

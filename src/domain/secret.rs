@@ -1,0 +1,429 @@
+//! Client secrets: states, the generated-secret format, and the rules for imports,
+//! descriptions and grace periods.
+//!
+//! A generated secret reads `credd_cs_` + locator (22) + random (43) + checksum (6),
+//! all base64url without padding:
+//!
+//! ```text
+//! ^credd_cs_[A-Za-z0-9_-]{22}[A-Za-z0-9_-]{43}[A-Za-z0-9_-]{6}$
+//! ```
+//!
+//! - the prefix makes a leaked secret recognisable to secret scanners;
+//! - the locator is the secret's own id (16 bytes), so verify hashes at most one
+//!   candidate;
+//! - the random part is 32 bytes (256 bits) from the OS CSPRNG;
+//! - the checksum is CRC32 over everything before it, so a mistyped or truncated
+//!   secret is refused without any argon2 work.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Violation, ids};
+
+/// The prefix of every secret credd generates.
+pub const PREFIX: &str = "credd_cs_";
+const LOCATOR_LEN: usize = 22;
+const RANDOM_LEN: usize = 43;
+const CHECKSUM_LEN: usize = 6;
+/// The length of a generated secret.
+pub const GENERATED_LEN: usize = PREFIX.len() + LOCATOR_LEN + RANDOM_LEN + CHECKSUM_LEN;
+
+/// The shortest secret an admin may import.
+pub const MIN_IMPORT_LEN: usize = 32;
+/// The longest secret credd will look at (import or verify); longer is refused
+/// before any work.
+pub const MAX_SECRET_LEN: usize = 512;
+/// Distinct characters an imported secret must have at least (refuses `aaaa…`,
+/// `abababab…` and similar).
+pub const MIN_IMPORT_DISTINCT: usize = 10;
+/// How many trailing characters the hint shows.
+pub const HINT_LEN: usize = 4;
+/// The longest description.
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+/// The longest grace period an activation may give the previous secret.
+pub const MAX_GRACE: Duration = Duration::days(30);
+
+/// The lifecycle state of a client secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientSecretState {
+    /// Generated or imported, not yet active; does not verify.
+    Pending,
+    /// The org's one current secret.
+    Active,
+    /// The previous secret during a grace period; verifies until its expiry.
+    Retiring,
+    /// Replaced by a newer activation (or its grace ended).
+    Superseded,
+    /// Revoked by an admin.
+    Revoked,
+}
+
+impl ClientSecretState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Active => "ACTIVE",
+            Self::Retiring => "RETIRING",
+            Self::Superseded => "SUPERSEDED",
+            Self::Revoked => "REVOKED",
+        }
+    }
+
+    /// The state stored as `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "PENDING" => Self::Pending,
+            "ACTIVE" => Self::Active,
+            "RETIRING" => Self::Retiring,
+            "SUPERSEDED" => Self::Superseded,
+            "REVOKED" => Self::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// A secret's metadata: never the secret, never its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSecret {
+    /// Server-assigned id (the locator of a generated secret).
+    pub id: String,
+    /// The org it belongs to.
+    pub org_id: String,
+    /// The stored state; see [`ClientSecret::state_at`] for the state as of a time.
+    pub state: ClientSecretState,
+    /// Free text for humans.
+    pub description: String,
+    /// The last characters of the secret.
+    pub hint: String,
+    /// Imported by an admin rather than generated.
+    pub imported: bool,
+    /// Generated or imported at.
+    pub create_time: DateTime<Utc>,
+    /// Activated at.
+    pub activate_time: Option<DateTime<Utc>>,
+    /// End of the grace period (RETIRING), or when it was superseded.
+    pub expire_time: Option<DateTime<Utc>>,
+    /// Revoked at.
+    pub revoke_time: Option<DateTime<Utc>>,
+    /// Last successful verification (coalesced to about a minute).
+    pub last_used_time: Option<DateTime<Utc>>,
+}
+
+impl ClientSecret {
+    /// The state as of `now`: a RETIRING secret whose grace has ended is SUPERSEDED.
+    pub fn state_at(&self, now: DateTime<Utc>) -> ClientSecretState {
+        match (self.state, self.expire_time) {
+            (ClientSecretState::Retiring, Some(expiry)) if expiry <= now => {
+                ClientSecretState::Superseded
+            }
+            (state, _) => state,
+        }
+    }
+
+    /// Whether the secret verifies at `now`: ACTIVE, or RETIRING before its expiry.
+    pub fn verifies_at(&self, now: DateTime<Utc>) -> bool {
+        matches!(
+            self.state_at(now),
+            ClientSecretState::Active | ClientSecretState::Retiring
+        )
+    }
+}
+
+/// What a presented secret is, judged from its text alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// A well-formed generated secret; `secret_id` is its locator.
+    Generated {
+        /// The id of the one row it can match.
+        secret_id: String,
+    },
+    /// Not generated by credd but shaped like an importable secret; `hint` selects
+    /// the candidates.
+    ImportShaped {
+        /// The trailing characters, compared with stored hints.
+        hint: String,
+    },
+    /// Neither: refused without any hashing.
+    Malformed(MalformedReason),
+}
+
+/// Why a presented secret was refused from its text alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MalformedReason {
+    /// Empty.
+    Empty,
+    /// Longer than [`MAX_SECRET_LEN`].
+    Oversized,
+    /// Carries the prefix but not the length of a generated secret.
+    BadLength,
+    /// Carries the prefix but its checksum does not match.
+    BadChecksum,
+    /// Neither a generated secret nor an importable one.
+    BadCharacters,
+}
+
+impl MalformedReason {
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Oversized => "oversized",
+            Self::BadLength => "bad_length",
+            Self::BadChecksum => "bad_checksum",
+            Self::BadCharacters => "bad_characters",
+        }
+    }
+}
+
+/// Generates a new secret whose locator is `secret_id` (a UUID credd made).
+pub fn generate(secret_id: &str) -> Result<SecretString, Violation> {
+    let uuid = uuid::Uuid::try_parse(secret_id)
+        .map_err(|_| Violation::new("secret_id", "is not a UUID"))?;
+    let mut text = String::with_capacity(GENERATED_LEN);
+    text.push_str(PREFIX);
+    text.push_str(&URL_SAFE_NO_PAD.encode(uuid.as_bytes()));
+    text.push_str(&URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>()));
+    let checksum = crc32fast::hash(text.as_bytes());
+    text.push_str(&URL_SAFE_NO_PAD.encode(checksum.to_be_bytes()));
+    Ok(text.into())
+}
+
+/// Classifies a presented secret without any hashing.
+pub fn classify(secret: &str) -> Presented {
+    if secret.is_empty() {
+        return Presented::Malformed(MalformedReason::Empty);
+    }
+    if secret.len() > MAX_SECRET_LEN {
+        return Presented::Malformed(MalformedReason::Oversized);
+    }
+    if let Some(rest) = secret.strip_prefix(PREFIX) {
+        if secret.len() != GENERATED_LEN || !rest.bytes().all(is_base64url) {
+            return Presented::Malformed(MalformedReason::BadLength);
+        }
+        let (body, checksum) = secret.split_at(GENERATED_LEN - CHECKSUM_LEN);
+        let expected = URL_SAFE_NO_PAD.encode(crc32fast::hash(body.as_bytes()).to_be_bytes());
+        if checksum != expected {
+            return Presented::Malformed(MalformedReason::BadChecksum);
+        }
+        let locator = &rest[..LOCATOR_LEN];
+        return match URL_SAFE_NO_PAD
+            .decode(locator)
+            .ok()
+            .and_then(|b| uuid::Uuid::from_slice(&b).ok())
+        {
+            Some(uuid) => Presented::Generated {
+                secret_id: uuid.hyphenated().to_string(),
+            },
+            None => Presented::Malformed(MalformedReason::BadChecksum),
+        };
+    }
+    if secret.len() >= MIN_IMPORT_LEN && is_base64_text(secret) {
+        Presented::ImportShaped { hint: hint(secret) }
+    } else {
+        Presented::Malformed(MalformedReason::BadCharacters)
+    }
+}
+
+/// Checks an admin-chosen secret for import, naming the rule it breaks.
+pub fn validate_import(field: &str, secret: &SecretString) -> Result<(), Violation> {
+    let secret = secret.expose_secret();
+    let fail = |rule: &str| Err(Violation::new(field, rule));
+    if secret.is_empty() {
+        return fail("is required");
+    }
+    if secret.starts_with(PREFIX) {
+        return fail(
+            "looks like a secret credd generated; import only secrets you generated yourself",
+        );
+    }
+    if !is_base64_text(secret) {
+        return fail(
+            "must hold only base64 or base64url characters (A-Z a-z 0-9 + / - _, '=' padding at the end)",
+        );
+    }
+    if secret.len() < MIN_IMPORT_LEN {
+        return fail("must be at least 32 characters (24 random bytes in base64)");
+    }
+    if secret.len() > MAX_SECRET_LEN {
+        return fail("must be at most 512 characters");
+    }
+    let mut distinct: Vec<u8> = secret.bytes().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < MIN_IMPORT_DISTINCT {
+        return fail("is too repetitive to be random: use at least 10 different characters");
+    }
+    Ok(())
+}
+
+/// The hint shown for `secret`: its last few characters.
+pub fn hint(secret: &str) -> String {
+    let start = secret.len().saturating_sub(HINT_LEN);
+    secret.get(start..).unwrap_or_default().to_owned()
+}
+
+/// A description: at most 200 characters, no control characters.
+pub fn parse_description(field: &str, value: &str) -> Result<String, Violation> {
+    let value = value.trim();
+    if value.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Violation::new(field, "must be at most 200 characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Violation::new(field, "must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// A grace period: zero (the default) up to 30 days.
+pub fn parse_grace(field: &str, seconds: i64, nanos: i32) -> Result<Duration, Violation> {
+    if seconds < 0 || nanos < 0 {
+        return Err(Violation::new(field, "must not be negative"));
+    }
+    let grace = Duration::seconds(seconds) + Duration::nanoseconds(i64::from(nanos));
+    if grace > MAX_GRACE {
+        return Err(Violation::new(field, "must be at most 30 days (2592000s)"));
+    }
+    Ok(grace)
+}
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Base64 or base64url characters, with optional `=` padding only at the end.
+fn is_base64_text(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    text.len() - body.len() <= 2
+        && !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| is_base64url(b) || b == b'+' || b == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generated() -> (String, String) {
+        let id = ids::new_id();
+        let secret = generate(&id).unwrap().expose_secret().to_owned();
+        (id, secret)
+    }
+
+    #[test]
+    fn generated_secrets_match_the_documented_format_and_locate_their_row() {
+        let (id, secret) = generated();
+        assert_eq!(secret.len(), GENERATED_LEN);
+        assert!(secret.starts_with("credd_cs_"));
+        assert!(secret[PREFIX.len()..].bytes().all(is_base64url));
+        assert_eq!(classify(&secret), Presented::Generated { secret_id: id });
+        assert_ne!(generated().1, generated().1);
+    }
+
+    #[test]
+    fn a_mistyped_or_truncated_secret_is_malformed() {
+        let (_, secret) = generated();
+        for i in PREFIX.len()..secret.len() {
+            let mut bytes = secret.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let flipped = String::from_utf8(bytes).unwrap();
+            assert!(
+                matches!(classify(&flipped), Presented::Malformed(_)),
+                "flip at {i}"
+            );
+        }
+        assert_eq!(
+            classify(&secret[..secret.len() - 1]),
+            Presented::Malformed(MalformedReason::BadLength)
+        );
+        assert_eq!(classify(""), Presented::Malformed(MalformedReason::Empty));
+        assert_eq!(
+            classify(&"a".repeat(MAX_SECRET_LEN + 1)),
+            Presented::Malformed(MalformedReason::Oversized)
+        );
+        assert_eq!(
+            classify("short"),
+            Presented::Malformed(MalformedReason::BadCharacters)
+        );
+        assert_eq!(
+            classify("has spaces and is long enough to be an import, but no"),
+            Presented::Malformed(MalformedReason::BadCharacters)
+        );
+    }
+
+    #[test]
+    fn import_shaped_secrets_carry_their_hint() {
+        let secret = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo";
+        assert_eq!(
+            classify(secret),
+            Presented::ImportShaped {
+                hint: "Zmdo".into()
+            }
+        );
+    }
+
+    #[test]
+    fn imports_must_be_long_random_looking_base64() {
+        let ok = |s: &str| validate_import("plaintext", &SecretString::from(s)).is_ok();
+        assert!(ok("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo"));
+        assert!(ok("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmc="));
+        assert!(ok("a-b_c+d/e0f1g2h3i4j5k6l7m8n9o0p1q2"));
+        assert!(!ok(""));
+        assert!(!ok("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5"), "31 characters");
+        assert!(!ok(&"ab".repeat(20)), "repetitive");
+        assert!(
+            !ok("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2Rl ZmdoaQ"),
+            "a space"
+        );
+        assert!(
+            !ok("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo=a"),
+            "padding inside"
+        );
+        assert!(!ok(&generated().1), "a credd-generated secret");
+        assert!(!ok(&"Zm9vYmFyYmF6cXV4".repeat(40)), "too long");
+    }
+
+    #[test]
+    fn retiring_secrets_stop_verifying_at_their_expiry() {
+        let now = Utc::now();
+        let secret = ClientSecret {
+            id: ids::new_id(),
+            org_id: ids::new_id(),
+            state: ClientSecretState::Retiring,
+            description: String::new(),
+            hint: "abcd".into(),
+            imported: false,
+            create_time: now,
+            activate_time: Some(now),
+            expire_time: Some(now + Duration::seconds(60)),
+            revoke_time: None,
+            last_used_time: None,
+        };
+        assert!(secret.verifies_at(now + Duration::seconds(59)));
+        assert!(!secret.verifies_at(now + Duration::seconds(60)));
+        assert_eq!(
+            secret.state_at(now + Duration::seconds(60)),
+            ClientSecretState::Superseded
+        );
+        let pending = ClientSecret {
+            state: ClientSecretState::Pending,
+            ..secret.clone()
+        };
+        assert!(!pending.verifies_at(now));
+        let revoked = ClientSecret {
+            state: ClientSecretState::Revoked,
+            ..secret
+        };
+        assert!(!revoked.verifies_at(now));
+    }
+
+    #[test]
+    fn grace_periods_are_bounded() {
+        assert_eq!(parse_grace("g", 0, 0).unwrap(), Duration::zero());
+        assert_eq!(parse_grace("g", 60, 0).unwrap(), Duration::seconds(60));
+        assert!(parse_grace("g", -1, 0).is_err());
+        assert!(parse_grace("g", 30 * 86400 + 1, 0).is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! Client secret use cases: generate, import, activate (now or later), list,
+//! revoke, verify.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{
+    Error,
+    domain::{
+        ids,
+        paging::{PageRequest, next_page_token},
+        secret::{self, ClientSecret, ClientSecretState, Presented},
+    },
+    service::{Clock, hasher::Hasher, orgs::require_org_id},
+    store::{
+        Store,
+        client_secrets::{Candidate, NewSecret},
+    },
+};
+
+/// How often at most `last_used_time` is written for one secret.
+const LAST_USED_EVERY: Duration = Duration::minutes(1);
+
+/// Which pending secret to activate.
+#[derive(Debug)]
+pub enum ActivationTarget {
+    /// "Activate now": by id.
+    SecretId(String),
+    /// "Activate later": the admin presents the generated (or imported) secret.
+    Plaintext(SecretString),
+}
+
+/// A freshly generated secret: its metadata and the plaintext, shown once.
+#[derive(Debug)]
+pub struct Generated {
+    /// The PENDING secret's metadata.
+    pub secret: ClientSecret,
+    /// The secret itself (redacted in Debug output).
+    pub plaintext: SecretString,
+}
+
+/// A page of secrets, newest first.
+#[derive(Debug, Clone)]
+pub struct SecretPage {
+    /// The secrets, with their state as of now.
+    pub secrets: Vec<ClientSecret>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+/// The state of an org's secrets, for the integration view.
+#[derive(Debug, Clone, Default)]
+pub struct SecretOverview {
+    /// The ACTIVE secret.
+    pub active: Option<ClientSecret>,
+    /// How many wait for activation.
+    pub pending_count: usize,
+    /// Previous secrets still inside their grace period.
+    pub retiring: Vec<ClientSecret>,
+}
+
+/// Why a verification answered false, for logs and metrics (never to the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The client ID cannot be one credd issued.
+    MalformedClientId,
+    /// The secret is malformed (see the domain's reasons).
+    MalformedSecret(secret::MalformedReason),
+    /// No such client, or no such secret of that client.
+    Unknown,
+    /// The secret exists but does not verify now (pending, superseded, revoked, expired).
+    NotVerifiable(ClientSecretState),
+    /// The secret did not match its hash.
+    Mismatch,
+}
+
+impl Refusal {
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedClientId => "malformed_client_id",
+            Self::MalformedSecret(reason) => reason.as_str(),
+            Self::Unknown => "unknown",
+            Self::NotVerifiable(ClientSecretState::Pending) => "pending",
+            Self::NotVerifiable(ClientSecretState::Revoked) => "revoked",
+            Self::NotVerifiable(ClientSecretState::Superseded | ClientSecretState::Retiring) => {
+                "superseded_or_expired"
+            }
+            Self::NotVerifiable(ClientSecretState::Active) => "active",
+            Self::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// The answer of a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The secret is the org's ACTIVE one, or RETIRING inside its grace.
+    Valid {
+        /// The org.
+        org_id: String,
+        /// The secret that matched.
+        secret_id: String,
+    },
+    /// Anything else; the caller only learns `valid = false`.
+    Invalid(Refusal),
+}
+
+/// Counts of verification outcomes since start.
+#[derive(Debug, Default)]
+pub struct VerifyCounters {
+    valid: AtomicU64,
+    refused: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl VerifyCounters {
+    /// Valid verifications so far.
+    pub fn valid(&self) -> u64 {
+        self.valid.load(Ordering::Relaxed)
+    }
+
+    /// Refused verifications so far, by reason.
+    pub fn refused(&self) -> HashMap<&'static str, u64> {
+        self.refused.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, verdict: &Verdict) {
+        match verdict {
+            Verdict::Valid { .. } => {
+                self.valid.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Invalid(refusal) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    *refused.entry(refusal.as_str()).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Client secret use cases.
+#[derive(Debug, Clone)]
+pub struct SecretService {
+    store: Store,
+    hasher: Hasher,
+    clock: Arc<dyn Clock>,
+    counters: Arc<VerifyCounters>,
+    last_used_written: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+}
+
+impl SecretService {
+    /// The service over `store`, hashing with `hasher`.
+    pub fn new(store: Store, hasher: Hasher, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            hasher,
+            clock,
+            counters: Arc::default(),
+            last_used_written: Arc::default(),
+        }
+    }
+
+    /// The argon2 pool (tests count its computations).
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Verification outcome counters.
+    pub fn counters(&self) -> &VerifyCounters {
+        &self.counters
+    }
+
+    /// Generates a new PENDING secret for the org; the plaintext is in the answer only.
+    pub async fn generate(&self, org_id: &str, description: &str) -> Result<Generated, Error> {
+        require_org_id("org_id", org_id)?;
+        let description = secret::parse_description("description", description)?;
+        let id = ids::new_id();
+        let plaintext = secret::generate(&id)?;
+        let phc = self.hasher.hash(plaintext.clone()).await?;
+        let new = NewSecret {
+            hint: secret::hint(plaintext.expose_secret()),
+            id,
+            org_id: org_id.to_owned(),
+            description,
+            imported: false,
+            phc,
+        };
+        let secret = self.store.insert_secret(new, self.clock.now()).await?;
+        tracing::info!(org_id, secret_id = %secret.id, "client secret generated");
+        Ok(Generated { secret, plaintext })
+    }
+
+    /// Imports an admin-chosen secret as PENDING.
+    pub async fn import(
+        &self,
+        org_id: &str,
+        plaintext: SecretString,
+        description: &str,
+    ) -> Result<ClientSecret, Error> {
+        require_org_id("org_id", org_id)?;
+        secret::validate_import("plaintext", &plaintext)?;
+        let description = secret::parse_description("description", description)?;
+        let hint = secret::hint(plaintext.expose_secret());
+        let phc = self.hasher.hash(plaintext).await?;
+        let new = NewSecret {
+            id: ids::new_id(),
+            org_id: org_id.to_owned(),
+            description,
+            hint,
+            imported: true,
+            phc,
+        };
+        let secret = self.store.insert_secret(new, self.clock.now()).await?;
+        tracing::info!(org_id, secret_id = %secret.id, "client secret imported");
+        Ok(secret)
+    }
+
+    /// Activates a PENDING secret; the previous ACTIVE one retires for `grace`.
+    pub async fn activate(
+        &self,
+        org_id: &str,
+        target: ActivationTarget,
+        grace: Duration,
+    ) -> Result<ClientSecret, Error> {
+        require_org_id("org_id", org_id)?;
+        let secret_id = match target {
+            ActivationTarget::SecretId(secret_id) => {
+                if !ids::is_id(&secret_id) {
+                    return Err(Error::invalid("secret_id", "must be a secret id (a UUID)"));
+                }
+                secret_id
+            }
+            ActivationTarget::Plaintext(plaintext) => self.match_pending(org_id, plaintext).await?,
+        };
+        let now = self.clock.now();
+        let secret = self
+            .store
+            .activate_secret(org_id, &secret_id, now, grace)
+            .await?;
+        tracing::info!(org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret activated");
+        Ok(secret)
+    }
+
+    /// The id of the org's PENDING (or already ACTIVE) secret that `plaintext` is,
+    /// at the cost of at most one hash for a generated secret.
+    async fn match_pending(&self, org_id: &str, plaintext: SecretString) -> Result<String, Error> {
+        let no_match = || Error::invalid("plaintext", "matches no pending secret of this org");
+        let states = [ClientSecretState::Pending, ClientSecretState::Active];
+        let candidates: Vec<Candidate> = match secret::classify(plaintext.expose_secret()) {
+            Presented::Generated { secret_id } => self
+                .store
+                .find_secret(org_id, &secret_id)
+                .await?
+                .into_iter()
+                .collect(),
+            Presented::ImportShaped { hint } => {
+                self.store
+                    .find_imported_by_hint(org_id, &hint, &states)
+                    .await?
+            }
+            Presented::Malformed(_) => return Err(no_match()),
+        };
+        for candidate in candidates
+            .into_iter()
+            .filter(|c| states.contains(&c.secret.state))
+        {
+            if self
+                .hasher
+                .verify(plaintext.clone(), Some(candidate.phc))
+                .await?
+            {
+                return Ok(candidate.secret.id);
+            }
+        }
+        Err(no_match())
+    }
+
+    /// A page of the org's secrets, newest first, with their state as of now.
+    pub async fn list(&self, org_id: &str, page: PageRequest) -> Result<SecretPage, Error> {
+        require_org_id("org_id", org_id)?;
+        let (mut secrets, more) = self.store.list_secrets(org_id, &page).await?;
+        if secrets.is_empty()
+            && page.after.is_none()
+            && self.store.find_org(org_id).await?.is_none()
+        {
+            return Err(Error::NotFound("org"));
+        }
+        let now = self.clock.now();
+        for secret in &mut secrets {
+            secret.state = secret.state_at(now);
+        }
+        let next_page_token = match secrets.last() {
+            Some(last) if more => next_page_token(&last.id),
+            _ => String::new(),
+        };
+        Ok(SecretPage {
+            secrets,
+            next_page_token,
+        })
+    }
+
+    /// Revokes a secret; revoking the ACTIVE one leaves the org with none.
+    pub async fn revoke(&self, org_id: &str, secret_id: &str) -> Result<ClientSecret, Error> {
+        require_org_id("org_id", org_id)?;
+        if !ids::is_id(secret_id) {
+            return Err(Error::invalid("secret_id", "must be a secret id (a UUID)"));
+        }
+        let secret = self
+            .store
+            .revoke_secret(org_id, secret_id, self.clock.now())
+            .await?;
+        tracing::info!(org_id, secret_id, "client secret revoked");
+        Ok(secret)
+    }
+
+    /// The org's active, pending and retiring secrets as of now.
+    pub async fn overview(&self, org_id: &str) -> Result<SecretOverview, Error> {
+        let now = self.clock.now();
+        let summary = self.store.secret_summary(org_id).await?;
+        let mut overview = SecretOverview::default();
+        for mut secret in summary.current {
+            secret.state = secret.state_at(now);
+            match secret.state {
+                ClientSecretState::Active => overview.active = Some(secret),
+                ClientSecretState::Pending => overview.pending_count += 1,
+                ClientSecretState::Retiring => overview.retiring.push(secret),
+                ClientSecretState::Superseded | ClientSecretState::Revoked => {}
+            }
+        }
+        Ok(overview)
+    }
+
+    /// Checks a client ID and secret. Every refusal is the same `Invalid` to the
+    /// caller; the reason is logged and counted. A store outage is an error, never
+    /// a verdict.
+    pub async fn verify(
+        &self,
+        client_id: &str,
+        client_secret: SecretString,
+    ) -> Result<Verdict, Error> {
+        let verdict = self.judge(client_id, client_secret).await?;
+        self.counters.count(&verdict);
+        match &verdict {
+            Verdict::Valid { org_id, secret_id } => {
+                tracing::debug!(client_id, org_id, secret_id, "client secret verified");
+                self.note_used(secret_id);
+            }
+            Verdict::Invalid(refusal) => {
+                tracing::info!(
+                    client_id,
+                    reason = refusal.as_str(),
+                    "client secret refused"
+                );
+            }
+        }
+        Ok(verdict)
+    }
+
+    async fn judge(&self, client_id: &str, client_secret: SecretString) -> Result<Verdict, Error> {
+        if !ids::is_client_id(client_id) {
+            return Ok(Verdict::Invalid(Refusal::MalformedClientId));
+        }
+        let candidates = match secret::classify(client_secret.expose_secret()) {
+            Presented::Malformed(reason) => {
+                return Ok(Verdict::Invalid(Refusal::MalformedSecret(reason)));
+            }
+            Presented::Generated { secret_id } => self
+                .store
+                .verify_candidate(client_id, &secret_id)
+                .await?
+                .into_iter()
+                .collect(),
+            Presented::ImportShaped { hint } => {
+                self.store
+                    .verify_import_candidates(client_id, &hint)
+                    .await?
+            }
+        };
+        let now = self.clock.now();
+        let mut refusal = Refusal::Unknown;
+        let mut hashed = false;
+        for candidate in candidates {
+            if !candidate.secret.verifies_at(now) {
+                refusal = Refusal::NotVerifiable(candidate.secret.state_at(now));
+                continue;
+            }
+            hashed = true;
+            if self
+                .hasher
+                .verify(client_secret.clone(), Some(candidate.phc))
+                .await?
+            {
+                return Ok(Verdict::Valid {
+                    org_id: candidate.secret.org_id,
+                    secret_id: candidate.secret.id,
+                });
+            }
+            refusal = Refusal::Mismatch;
+        }
+        if !hashed {
+            // The same argon2 work as a real check, so that timing does not tell
+            // unknown clients or unusable secrets from wrong ones.
+            self.hasher.verify(client_secret, None).await?;
+        }
+        Ok(Verdict::Invalid(refusal))
+    }
+
+    /// Writes `last_used_time` at most once a minute per secret, off the RPC path.
+    fn note_used(&self, secret_id: &str) {
+        let now = self.clock.now();
+        let due = match self.last_used_written.lock() {
+            Ok(mut written) => match written.get(secret_id) {
+                Some(last) if now - *last < LAST_USED_EVERY => false,
+                _ => {
+                    written.insert(secret_id.to_owned(), now);
+                    true
+                }
+            },
+            Err(_) => false,
+        };
+        if due {
+            let store = self.store.clone();
+            let secret_id = secret_id.to_owned();
+            tokio::spawn(async move {
+                if let Err(err) = store.touch_secret(&secret_id, now).await {
+                    tracing::warn!(secret_id, error = %err, "could not record last_used_time");
+                }
+            });
+        }
+    }
+}
