@@ -212,4 +212,122 @@ async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: 
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
 }
 
-both_backends!(migrate_then_serve_with_a_generated_token_and_stop_on_sigterm);
+async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
+    use credd::pb::{
+        ActivateClientSecretRequest, CreateOrgRequest, GenerateClientSecretRequest,
+        ImportClientSecretRequest, VerifyClientSecretRequest,
+        activate_client_secret_request::Secret, client_secrets_client::ClientSecretsClient,
+    };
+    const TOKEN: &str = "log-test-token-0123456789abcdef0123456789";
+    const IMPORTED: &str = "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw";
+
+    let (_db, url) = TestDb::create(&backend).await;
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("credd.log");
+    let port = free_port();
+    let _server = Server(
+        credd()
+            .env("CREDD_DATABASE_URL", &url)
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
+            .env("CREDD_LOG", "trace")
+            .env("CREDD_LOG_FORMAT", "json")
+            .env("CREDD_ARGON2_M_KIB", "64")
+            .env("CREDD_ARGON2_T", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let channel = wait_until_serving(port).await;
+    let mut orgs = OrgsClient::with_interceptor(channel.clone(), bearer(Some(TOKEN)));
+    let mut secrets = ClientSecretsClient::with_interceptor(channel, bearer(Some(TOKEN)));
+
+    let org = orgs
+        .create_org(CreateOrgRequest {
+            name: "Acme".into(),
+            main_website: "https://acme.example".into(),
+            custom_domain: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut plaintexts = vec![IMPORTED.to_owned()];
+    for _ in 0..2 {
+        let generated = secrets
+            .generate_client_secret(GenerateClientSecretRequest {
+                org_id: org.id.clone(),
+                description: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        secrets
+            .activate_client_secret(ActivateClientSecretRequest {
+                org_id: org.id.clone(),
+                secret: Some(Secret::Plaintext(generated.plaintext.clone())),
+                grace_period: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap();
+        plaintexts.push(generated.plaintext);
+    }
+    secrets
+        .import_client_secret(ImportClientSecretRequest {
+            org_id: org.id.clone(),
+            plaintext: IMPORTED.into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    secrets
+        .activate_client_secret(ActivateClientSecretRequest {
+            org_id: org.id.clone(),
+            secret: Some(Secret::Plaintext(IMPORTED.into())),
+            grace_period: None,
+        })
+        .await
+        .unwrap();
+    for secret in plaintexts.iter().chain([&format!("{}x", plaintexts[1])]) {
+        secrets
+            .verify_client_secret(VerifyClientSecretRequest {
+                client_id: org.client_id.clone(),
+                client_secret: secret.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    // A failed import of a weak value must not echo it either.
+    let weak = "weak-but-recognisable-value";
+    assert!(
+        secrets
+            .import_client_secret(ImportClientSecretRequest {
+                org_id: org.id.clone(),
+                plaintext: weak.into(),
+                description: String::new()
+            })
+            .await
+            .is_err()
+    );
+
+    drop(_server);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("client secret refused"),
+        "the logs were captured:\n{logs}"
+    );
+    assert!(logs.contains("client secret activated"));
+    for secret in plaintexts.iter().map(String::as_str).chain([TOKEN, weak]) {
+        // The random middle of each secret: no prefix or hint can match by chance.
+        let needle = &secret[secret.len() / 4..secret.len() * 3 / 4];
+        assert!(!logs.contains(needle), "a secret reached the logs");
+    }
+}
+
+both_backends!(
+    migrate_then_serve_with_a_generated_token_and_stop_on_sigterm,
+    no_secret_or_token_reaches_the_logs_even_at_trace,
+);

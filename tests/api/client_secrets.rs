@@ -861,3 +861,87 @@ both_backends!(
     deleting_an_org_stops_its_secrets_at_once,
     last_used_time_is_recorded_without_a_write_per_verify,
 );
+
+/// PostgreSQL only: the test cuts the database off from credd (no new
+/// connections, existing ones terminated), then lets it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_answers_unavailable_never_a_verdict() {
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL outage test skipped");
+        return;
+    };
+    let Backend::Postgres(admin_url) = backend.clone() else {
+        unreachable!()
+    };
+    let mut app = spawn_app(backend).await;
+    let acme = org(&mut app, "Acme").await;
+    let good = generate(&mut app, &acme).await;
+    activate(
+        &mut app,
+        &acme,
+        Secret::SecretId(good.secret.clone().unwrap().id),
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(verifies(&mut app, &acme, &good.plaintext).await);
+
+    use sea_orm::ConnectionTrait as _;
+    let name = url::Url::parse(&app.database_url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let admin = sea_orm::Database::connect(admin_url.as_str())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+
+    for candidate in [good.plaintext.clone(), IMPORTED.to_owned()] {
+        let outcome = verify_raw(&mut app, &acme.client_id, &candidate).await;
+        let status = outcome.expect_err("an unreachable store is never a verdict");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    // Malformed input is refused from its text alone, store or not.
+    assert!(
+        !verify_raw(&mut app, &acme.client_id, "garbage")
+            .await
+            .unwrap()
+            .valid
+    );
+
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match verify_raw(&mut app, &acme.client_id, &good.plaintext).await {
+            Ok(answer) => {
+                assert!(
+                    answer.valid,
+                    "the right secret verifies again once the store is back"
+                );
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::Unavailable),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "credd did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
