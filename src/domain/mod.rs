@@ -1,6 +1,7 @@
 //! credd's types and rules. Nothing here knows about tonic or the database, so every
 //! rule is unit-tested without a server.
 
+pub mod app;
 pub mod caller;
 pub mod host;
 pub mod ids;
