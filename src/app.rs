@@ -15,7 +15,7 @@ use crate::{
         client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
     },
     service::{
-        Clock, OrgService, SecretService, SystemClock,
+        AppService, Clock, OrgService, SecretService, SystemClock,
         callers::Authenticator,
         hasher::{Hasher, HasherConfig},
     },
@@ -63,6 +63,7 @@ pub struct App {
     store: Store,
     orgs: OrgService,
     secrets: SecretService,
+    apps: AppService,
     authenticator: Arc<Authenticator>,
     health: HealthReporter,
     shutdown_grace: Duration,
@@ -109,6 +110,7 @@ impl App {
                 .map(ExposeSecret::expose_secret),
         ));
         let secrets = SecretService::new(store.clone(), hasher, clock.clone());
+        let apps = AppService::new(store.clone(), clock.clone());
         let orgs = OrgService::new(
             store.clone(),
             secrets.clone(),
@@ -123,6 +125,7 @@ impl App {
             store,
             orgs,
             secrets,
+            apps,
             authenticator,
             health,
             shutdown_grace: settings.shutdown_grace,
@@ -160,7 +163,9 @@ impl App {
             .add_service(ClientSecretsServer::new(ClientSecretsGrpc::new(
                 self.secrets.clone(),
             )))
-            .add_service(AppRegistrationsServer::new(AppRegistrationsGrpc))
+            .add_service(AppRegistrationsServer::new(AppRegistrationsGrpc::new(
+                self.apps.clone(),
+            )))
             .add_service(AuditServer::new(AuditGrpc));
 
         set_status(&self.health, ServingStatus::Serving).await;

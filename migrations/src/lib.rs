@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_orgs;
 mod m20261122_000002_create_client_secrets;
+mod m20261122_000003_create_app_registrations;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_orgs::Migration),
             Box::new(m20261122_000002_create_client_secrets::Migration),
+            Box::new(m20261122_000003_create_app_registrations::Migration),
         ]
     }
 }

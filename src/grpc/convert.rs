@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     domain::{
+        app::{AppRegistration, Platform},
         org::Org,
         secret::{ClientSecret, ClientSecretState},
     },
@@ -57,5 +58,57 @@ pub fn client_secret(secret: ClientSecret) -> pb::ClientSecret {
         expire_time: secret.expire_time.map(timestamp),
         revoke_time: secret.revoke_time.map(timestamp),
         last_used_time: secret.last_used_time.map(timestamp),
+    }
+}
+
+/// The domain platform of a proto platform; `None` for UNSPECIFIED.
+pub fn platform(platform: pb::Platform) -> Option<Platform> {
+    match platform {
+        pb::Platform::Ios => Some(Platform::Ios),
+        pb::Platform::Android => Some(Platform::Android),
+        pb::Platform::Web => Some(Platform::Web),
+        pb::Platform::Unspecified => None,
+    }
+}
+
+/// The proto `AppRegistration` for `app`.
+pub fn app_registration(app: AppRegistration) -> pb::AppRegistration {
+    let (proto_platform, bundle_id, package_name, app_link, callback_url) = match app.platform {
+        Platform::Ios => (
+            pb::Platform::Ios,
+            app.fields.app_id,
+            String::new(),
+            app.fields.redirect_uri,
+            String::new(),
+        ),
+        Platform::Android => (
+            pb::Platform::Android,
+            String::new(),
+            app.fields.app_id,
+            app.fields.redirect_uri,
+            String::new(),
+        ),
+        Platform::Web => (
+            pb::Platform::Web,
+            String::new(),
+            String::new(),
+            String::new(),
+            app.fields.redirect_uri,
+        ),
+    };
+    pb::AppRegistration {
+        id: app.id,
+        org_id: app.org_id,
+        name: app.name,
+        platform: proto_platform.into(),
+        bundle_id,
+        package_name,
+        app_link,
+        callback_url,
+        apple_team_id: app.fields.apple_team_id,
+        sha256_cert_fingerprints: app.fields.sha256_cert_fingerprints,
+        require_pkce: app.require_pkce,
+        create_time: Some(timestamp(app.create_time)),
+        update_time: Some(timestamp(app.update_time)),
     }
 }

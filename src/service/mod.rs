@@ -1,12 +1,14 @@
 //! Use cases: each validates through `domain`, runs its transaction through `store`,
 //! and is what the gRPC adapters call.
 
+pub mod app_registrations;
 pub mod callers;
 pub mod client_secrets;
 pub mod clock;
 pub mod hasher;
 pub mod orgs;
 
+pub use app_registrations::AppService;
 pub use client_secrets::SecretService;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use orgs::OrgService;

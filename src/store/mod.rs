@@ -3,6 +3,7 @@
 //! Every query on an org's things is scoped by the org and by "not deleted" here, so
 //! a caller of the store cannot forget either.
 
+pub mod app_registrations;
 pub mod client_secrets;
 mod entities;
 pub mod orgs;

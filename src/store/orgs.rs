@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::{
     Store,
-    entities::{client_secrets, orgs},
+    entities::{app_registrations, client_secrets, orgs},
     is_unique_violation,
 };
 use crate::{
@@ -141,7 +141,7 @@ impl Store {
         Ok(row.into())
     }
 
-    /// Deletes the live org `id`: its secrets go at once, and its row stays as a
+    /// Deletes the live org `id`: its secrets and app registrations go at once, and its row stays as a
     /// tombstone (so its client ID is never reissued) with the custom domain released.
     pub async fn delete_org(&self, id: &str, now: DateTime<Utc>) -> Result<(), Error> {
         let txn = self.db.begin().await?;
@@ -161,6 +161,10 @@ impl Store {
         }
         client_secrets::Entity::delete_many()
             .filter(client_secrets::Column::OrgId.eq(id))
+            .exec(&txn)
+            .await?;
+        app_registrations::Entity::delete_many()
+            .filter(app_registrations::Column::OrgId.eq(id))
             .exec(&txn)
             .await?;
         txn.commit().await?;

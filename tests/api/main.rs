@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod app_registrations;
 mod cli;
 mod client_secrets;
 mod grpcurl;

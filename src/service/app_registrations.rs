@@ -1,0 +1,362 @@
+//! App registration use cases, the gateway's redirect check and the association
+//! files for App Links / Universal Links.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::json;
+
+use crate::{
+    Error,
+    domain::{
+        Violation,
+        app::{self, AppInput, AppRegistration, Platform},
+        ids,
+        paging::{PageRequest, next_page_token},
+    },
+    service::{Clock, orgs::require_org_id},
+    store::Store,
+};
+
+/// Fields an update mask may name.
+const UPDATABLE: &[&str] = &[
+    "name",
+    "bundle_id",
+    "package_name",
+    "app_link",
+    "callback_url",
+    "apple_team_id",
+    "sha256_cert_fingerprints",
+    "require_pkce",
+];
+/// Fields that never change once registered.
+const IMMUTABLE: &[&str] = &["id", "org_id", "platform", "create_time", "update_time"];
+
+/// A page of app registrations.
+#[derive(Debug, Clone)]
+pub struct AppPage {
+    /// The apps, oldest first.
+    pub apps: Vec<AppRegistration>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+/// The gateway's answer for a redirect URI.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedirectCheck {
+    /// The matching app, if the URI is registered.
+    pub app_id: Option<String>,
+    /// Whether the login must use PKCE.
+    pub pkce_required: bool,
+}
+
+/// One file a host must serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationFile {
+    /// The host (an App Link's host).
+    pub host: String,
+    /// The path, under `/.well-known/`.
+    pub path: String,
+    /// The exact JSON content.
+    pub content: String,
+}
+
+/// The rendered files, and the apps that could not be rendered with why.
+#[derive(Debug, Clone, Default)]
+pub struct AssociationFiles {
+    /// Files to serve.
+    pub files: Vec<AssociationFile>,
+    /// "app … (name): apple_team_id is missing …".
+    pub problems: Vec<String>,
+}
+
+/// App registration use cases.
+#[derive(Debug, Clone)]
+pub struct AppService {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl AppService {
+    /// The service over `store`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Registers an app for the org `org_id`.
+    pub async fn create(
+        &self,
+        org_id: &str,
+        platform: Option<Platform>,
+        input: AppInput,
+    ) -> Result<AppRegistration, Error> {
+        require_org_id("org_id", org_id)?;
+        let platform = platform.ok_or_else(|| {
+            Error::invalid(
+                "platform",
+                "must be PLATFORM_IOS, PLATFORM_ANDROID or PLATFORM_WEB",
+            )
+        })?;
+        let org = self
+            .store
+            .find_org(org_id)
+            .await?
+            .ok_or(Error::NotFound("org"))?;
+        let valid = app::validate(platform, &input, &org.main_website).map_err(Error::Invalid)?;
+        let created = self
+            .store
+            .insert_app(ids::new_id(), org_id, platform, valid, self.clock.now())
+            .await?;
+        tracing::info!(org_id, app_id = %created.id, platform = platform.as_str(), "app registered");
+        Ok(created)
+    }
+
+    /// The app registration `id`.
+    pub async fn get(&self, id: &str) -> Result<AppRegistration, Error> {
+        require_app_id("id", id)?;
+        self.store
+            .find_app(id)
+            .await?
+            .ok_or(Error::NotFound("app registration"))
+    }
+
+    /// A page of the org's apps.
+    pub async fn list(&self, org_id: &str, page: PageRequest) -> Result<AppPage, Error> {
+        require_org_id("org_id", org_id)?;
+        let (apps, more) = self.store.list_apps(org_id, &page).await?;
+        if apps.is_empty() && page.after.is_none() && self.store.find_org(org_id).await?.is_none() {
+            return Err(Error::NotFound("org"));
+        }
+        let next_page_token = match apps.last() {
+            Some(last) if more => next_page_token(&last.id),
+            _ => String::new(),
+        };
+        Ok(AppPage {
+            apps,
+            next_page_token,
+        })
+    }
+
+    /// Changes the fields named in `paths` to the values in `input`; the platform
+    /// never changes, and the result must pass every rule of a new registration.
+    pub async fn update(
+        &self,
+        id: &str,
+        paths: &[String],
+        input: AppInput,
+    ) -> Result<AppRegistration, Error> {
+        require_app_id("app_registration.id", id)?;
+        if paths.is_empty() {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("must name at least one of: {}", UPDATABLE.join(", ")),
+            ));
+        }
+        let current = self
+            .store
+            .find_app(id)
+            .await?
+            .ok_or(Error::NotFound("app registration"))?;
+        let org = self
+            .store
+            .find_org(&current.org_id)
+            .await?
+            .ok_or(Error::NotFound("org"))?;
+        let mut merged = input_of(&current);
+        let mut violations = Vec::new();
+        for path in paths {
+            match path.as_str() {
+                "name" => merged.name = input.name.clone(),
+                "bundle_id" => merged.bundle_id = input.bundle_id.clone(),
+                "package_name" => merged.package_name = input.package_name.clone(),
+                "app_link" => merged.app_link = input.app_link.clone(),
+                "callback_url" => merged.callback_url = input.callback_url.clone(),
+                "apple_team_id" => merged.apple_team_id = input.apple_team_id.clone(),
+                "sha256_cert_fingerprints" => {
+                    merged.sha256_cert_fingerprints = input.sha256_cert_fingerprints.clone()
+                }
+                "require_pkce" => merged.require_pkce = Some(input.require_pkce.unwrap_or(true)),
+                other if IMMUTABLE.contains(&other) => {
+                    violations.push(Violation::new(
+                        "update_mask",
+                        format!("`{other}` can never change"),
+                    ));
+                }
+                other => violations.push(Violation::new(
+                    "update_mask",
+                    format!(
+                        "unknown field `{other}`; updatable fields are {}",
+                        UPDATABLE.join(", ")
+                    ),
+                )),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::Invalid(violations));
+        }
+        let valid =
+            app::validate(current.platform, &merged, &org.main_website).map_err(|violations| {
+                Error::Invalid(
+                    violations
+                        .into_iter()
+                        .map(|v| Violation::new(format!("app_registration.{}", v.field), v.reason))
+                        .collect(),
+                )
+            })?;
+        let updated = self
+            .store
+            .update_app(&current, valid, self.clock.now())
+            .await?;
+        tracing::info!(app_id = %id, "app registration updated");
+        Ok(updated)
+    }
+
+    /// Deletes the app registration `id`.
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+        require_app_id("id", id)?;
+        self.store.delete_app(id).await?;
+        tracing::info!(app_id = %id, "app registration deleted");
+        Ok(())
+    }
+
+    /// Whether `redirect_uri` is registered for `client_id`. Unknown clients,
+    /// deleted orgs and malformed input are simply not allowed.
+    pub async fn check_redirect(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> Result<RedirectCheck, Error> {
+        if !ids::is_client_id(client_id)
+            || redirect_uri.is_empty()
+            || redirect_uri.len() > crate::domain::org::MAX_URL_LEN
+        {
+            return Ok(RedirectCheck::default());
+        }
+        let apps = self.store.apps_of_client(client_id).await?;
+        let found = apps
+            .into_iter()
+            .find(|app| app::redirect_matches(app.redirect_uri(), redirect_uri));
+        if found.is_none() {
+            tracing::info!(client_id, "redirect URI refused: not registered");
+        }
+        Ok(
+            found.map_or_else(RedirectCheck::default, |app| RedirectCheck {
+                pkce_required: app.require_pkce,
+                app_id: Some(app.id),
+            }),
+        )
+    }
+
+    /// The `apple-app-site-association` and `assetlinks.json` files each App Link
+    /// host of the org must serve.
+    pub async fn association_files(&self, org_id: &str) -> Result<AssociationFiles, Error> {
+        require_org_id("org_id", org_id)?;
+        self.store
+            .find_org(org_id)
+            .await?
+            .ok_or(Error::NotFound("org"))?;
+        let apps = self.store.apps_of_org(org_id).await?;
+        Ok(render_association_files(&apps))
+    }
+}
+
+fn require_app_id(field: &str, id: &str) -> Result<(), Error> {
+    if ids::is_id(id) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be an app registration id (a UUID)",
+        ))
+    }
+}
+
+/// The raw input that `app` was registered with.
+fn input_of(app: &AppRegistration) -> AppInput {
+    let fields = &app.fields;
+    let (bundle_id, package_name, app_link, callback_url) = match app.platform {
+        Platform::Ios => (
+            fields.app_id.clone(),
+            String::new(),
+            fields.redirect_uri.clone(),
+            String::new(),
+        ),
+        Platform::Android => (
+            String::new(),
+            fields.app_id.clone(),
+            fields.redirect_uri.clone(),
+            String::new(),
+        ),
+        Platform::Web => (
+            String::new(),
+            String::new(),
+            String::new(),
+            fields.redirect_uri.clone(),
+        ),
+    };
+    AppInput {
+        name: app.name.clone(),
+        bundle_id,
+        package_name,
+        app_link,
+        callback_url,
+        apple_team_id: fields.apple_team_id.clone(),
+        sha256_cert_fingerprints: fields.sha256_cert_fingerprints.clone(),
+        require_pkce: (app.platform == Platform::Web).then_some(app.require_pkce),
+    }
+}
+
+/// Renders the association files of `apps`, one per host and kind, in a stable order.
+pub fn render_association_files(apps: &[AppRegistration]) -> AssociationFiles {
+    let mut apple: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut android: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for app in apps.iter().filter(|app| app.platform.is_native()) {
+        let Ok(link) = url::Url::parse(app.redirect_uri()) else {
+            continue;
+        };
+        let Some(host) = link.host_str().map(crate::domain::host::canonical_host) else {
+            continue;
+        };
+        match app.platform {
+            Platform::Ios if app.fields.apple_team_id.is_empty() => problems.push(format!(
+                "app {} ({}): apple_team_id is missing, needed to render apple-app-site-association",
+                app.id, app.name
+            )),
+            Platform::Ios => apple.entry(host).or_default().push(json!({
+                "appIDs": [format!("{}.{}", app.fields.apple_team_id, app.fields.app_id)],
+                "components": [{ "/": link.path() }],
+            })),
+            Platform::Android if app.fields.sha256_cert_fingerprints.is_empty() => problems.push(format!(
+                "app {} ({}): sha256_cert_fingerprints is missing, needed to render assetlinks.json",
+                app.id, app.name
+            )),
+            Platform::Android => android.entry(host).or_default().push(json!({
+                "relation": ["delegate_permission/common.handle_all_urls"],
+                "target": {
+                    "namespace": "android_app",
+                    "package_name": app.fields.app_id,
+                    "sha256_cert_fingerprints": app.fields.sha256_cert_fingerprints,
+                },
+            })),
+            Platform::Web => {}
+        }
+    }
+    let pretty =
+        |value: serde_json::Value| serde_json::to_string_pretty(&value).unwrap_or_default();
+    let mut files = Vec::new();
+    for (host, details) in apple {
+        files.push(AssociationFile {
+            host,
+            path: "/.well-known/apple-app-site-association".into(),
+            content: pretty(json!({ "applinks": { "details": details } })),
+        });
+    }
+    for (host, statements) in android {
+        files.push(AssociationFile {
+            host,
+            path: "/.well-known/assetlinks.json".into(),
+            content: pretty(serde_json::Value::Array(statements)),
+        });
+    }
+    AssociationFiles { files, problems }
+}
