@@ -15,8 +15,8 @@ use crate::{
         client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
     },
     service::{
-        AppService, Clock, OrgService, SecretService, SystemClock,
-        callers::Authenticator,
+        AppService, AuditService, Clock, OrgService, SecretService, SystemClock,
+        callers::{Authenticator, TokenService},
         hasher::{Hasher, HasherConfig},
     },
     store::{OpenError, Store},
@@ -27,7 +27,7 @@ use crate::{
 pub enum StartError {
     /// The database could not be opened or migrated.
     #[error("database (CREDD_DATABASE_URL): {0}")]
-    Store(#[from] OpenError),
+    Open(#[from] OpenError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr} (CREDD_LISTEN): {source}")]
     Listen {
@@ -42,6 +42,9 @@ pub enum StartError {
     /// The reflection service could not load the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The store answered an error at start.
+    #[error("{0}")]
+    Store(String),
     /// The server failed while running.
     #[error("server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -65,6 +68,7 @@ pub struct App {
     secrets: SecretService,
     apps: AppService,
     authenticator: Arc<Authenticator>,
+    tokens: TokenService,
     health: HealthReporter,
     shutdown_grace: Duration,
 }
@@ -108,7 +112,13 @@ impl App {
                 .bootstrap_token
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
+            clock.clone(),
         ));
+        authenticator
+            .reload(&store)
+            .await
+            .map_err(|err| StartError::Config(format!("cannot read caller tokens: {err}")))?;
+        let tokens = TokenService::new(store.clone(), clock.clone());
         let secrets = SecretService::new(store.clone(), hasher, clock.clone());
         let apps = AppService::new(store.clone(), clock.clone());
         let orgs = OrgService::new(
@@ -127,6 +137,7 @@ impl App {
             secrets,
             apps,
             authenticator,
+            tokens,
             health,
             shutdown_grace: settings.shutdown_grace,
         })
@@ -135,6 +146,35 @@ impl App {
     /// The client secret use cases (tests read their counters).
     pub fn secrets(&self) -> &SecretService {
         &self.secrets
+    }
+
+    /// The caller token use cases (`credd serve` makes the first admin token).
+    pub fn tokens(&self) -> &TokenService {
+        &self.tokens
+    }
+
+    /// On a store that never had a caller token, creates the `admin` token (for
+    /// `credd serve` to print once) and makes it valid at once.
+    pub async fn first_admin_token(
+        &self,
+    ) -> Result<Option<crate::domain::caller::NewToken>, StartError> {
+        let token = self
+            .tokens
+            .first_admin_token()
+            .await
+            .map_err(StartError::store)?;
+        if token.is_some() {
+            self.authenticator
+                .reload(&self.store)
+                .await
+                .map_err(StartError::store)?;
+        }
+        Ok(token)
+    }
+
+    /// The authenticator (tests reload it instead of waiting for the refresh).
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
     }
 
     /// The address the server listens on (useful with port 0).
@@ -166,7 +206,17 @@ impl App {
             .add_service(AppRegistrationsServer::new(AppRegistrationsGrpc::new(
                 self.apps.clone(),
             )))
-            .add_service(AuditServer::new(AuditGrpc));
+            .add_service(AuditServer::new(AuditGrpc::new(AuditService::new(
+                self.store.clone(),
+            ))));
+
+        let background = [
+            tokio::spawn(refresh_callers(
+                self.authenticator.clone(),
+                self.store.clone(),
+            )),
+            tokio::spawn(flush_failed_verifications(self.secrets.clone())),
+        ];
 
         set_status(&self.health, ServingStatus::Serving).await;
         tracing::info!(addr = %self.local_addr, "credd serving");
@@ -197,6 +247,13 @@ impl App {
                 Ok(())
             }
         };
+        for task in background {
+            task.abort();
+        }
+        self.secrets.flush_failed_verifications().await;
+        if let Err(err) = self.authenticator.flush_last_used(&self.store).await {
+            tracing::warn!(error = %err, "could not record caller tokens' last use");
+        }
         self.store.close().await;
         tracing::info!("credd stopped");
         result
@@ -216,11 +273,65 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
+/// Reloads caller tokens every couple of seconds (revocations take effect within
+/// that) and records their last use about once a minute.
+async fn refresh_callers(authenticator: Arc<Authenticator>, store: Store) {
+    let mut ticks = 0u32;
+    loop {
+        tokio::time::sleep(crate::service::callers::REFRESH_EVERY).await;
+        if let Err(err) = authenticator.reload(&store).await {
+            tracing::warn!(error = %err, "could not reload caller tokens; keeping the last known set");
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(30)
+            && let Err(err) = authenticator.flush_last_used(&store).await
+        {
+            tracing::warn!(error = %err, "could not record caller tokens' last use");
+        }
+    }
+}
+
+/// Writes the failed-verification counts to the audit trail once a minute.
+async fn flush_failed_verifications(secrets: SecretService) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        secrets.flush_failed_verifications().await;
+    }
+}
+
 async fn set_status(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
         health.set_service_status(name, status).await;
     }
+}
+
+impl StartError {
+    /// A use-case error met at start or by a command.
+    pub fn store(err: crate::Error) -> Self {
+        match err {
+            crate::Error::Invalid(violations) => StartError::Store(
+                violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            other => StartError::Store(match &other {
+                crate::Error::Internal(source) | crate::Error::Unavailable(source) => {
+                    format!("{other}: {}", crate::error::error_chain(source.as_ref()))
+                }
+                _ => other.to_string(),
+            }),
+        }
+    }
+}
+
+/// The caller token use cases on the (migrated) database of `settings`.
+pub async fn token_service(settings: &Settings) -> Result<TokenService, StartError> {
+    let store = Store::connect(settings.database_url.expose_secret()).await?;
+    store.migrate().await?;
+    Ok(TokenService::new(store, Arc::new(SystemClock)))
 }
 
 /// Runs the migrations of the database in `settings` and nothing else.

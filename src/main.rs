@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::{Parser, Subcommand};
-use credd::{App, Settings, app, domain::ids, telemetry};
+use credd::{
+    App, Settings, app,
+    domain::caller::{Actor, Scopes},
+    telemetry,
+};
 
 /// credd owns OAuth client credentials: orgs and their client IDs, client secrets,
 /// and the apps that log in through them. It serves gRPC (with reflection and
@@ -26,6 +29,33 @@ enum Command {
     Serve,
     /// Run pending migrations and exit.
     Migrate,
+    /// Manage caller tokens, directly on CREDD_DATABASE_URL.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a caller token and print it once, alone on the last line of stdout.
+    Create {
+        /// The token's name, shown in the audit trail (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// A scope: orgs:read, orgs:write, secrets:write, secrets:verify, apps:read,
+        /// apps:write, audit:read or admin. Repeat for several.
+        #[arg(long = "scope", required = true, value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Make the token stop working after this long (`90d`, `12h`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List caller tokens (never their values).
+    List,
+    /// Revoke the live token with this name; running servers refuse it within seconds.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +99,7 @@ fn main() -> ExitCode {
             Command::Migrate => app::migrate(&cli.settings).await.map(|()| {
                 tracing::info!("migrations are up to date");
             }),
+            Command::Token(command) => token(&cli.settings, command).await,
         }
     });
     match result {
@@ -80,22 +111,85 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(mut settings: Settings) -> Result<(), app::StartError> {
-    let generated = settings.bootstrap_token.is_none().then(|| {
-        let token = URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>());
-        settings.bootstrap_token = Some(token.clone().into());
-        token
-    });
+async fn serve(settings: Settings) -> Result<(), app::StartError> {
+    let bootstrap_set = settings.bootstrap_token.is_some();
     let app = App::build(settings).await?;
-    if let Some(token) = generated {
-        // Printed once, to stdout, never logged.
+    // With no bootstrap token, a store that never had a caller token gets an admin
+    // token, printed once to stdout and never logged.
+    if !bootstrap_set && let Some(token) = app.first_admin_token().await? {
         println!(
-            "credd: CREDD_BOOTSTRAP_TOKEN is not set, so this run accepts this generated admin token \
-             (set CREDD_BOOTSTRAP_TOKEN to a value of at least 32 characters to choose a fixed one):"
+            "credd: created the first caller token, `admin` (scope admin). It is shown only now; \
+             `credd token create` makes more:"
         );
-        println!("export CREDD_TOKEN={token}");
+        println!("export CREDD_TOKEN={}", token.reveal());
     }
     app.run_until(shutdown_signal()).await
+}
+
+async fn token(settings: &Settings, command: TokenCommand) -> Result<(), app::StartError> {
+    let tokens = app::token_service(settings).await?;
+    let actor = Actor::cli();
+    match command {
+        TokenCommand::Create {
+            name,
+            scopes,
+            expires_in,
+        } => {
+            let scopes = Scopes::parse_names(&scopes.join(" "))
+                .map_err(|v| app::StartError::Config(format!("--scope: {}", v.reason)))?;
+            let expires_in = expires_in
+                .map(chrono::Duration::from_std)
+                .transpose()
+                .map_err(|_| app::StartError::Config("--expires-in is too long".into()))?;
+            let (meta, token) = tokens
+                .create(&actor, &name, scopes, expires_in)
+                .await
+                .map_err(app::StartError::store)?;
+            eprintln!(
+                "created caller token `{}` with scopes `{}`{}; it is shown only now:",
+                meta.name,
+                meta.scopes.to_names(),
+                meta.expire_time
+                    .map(|t| format!(", expiring {}", t.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+            println!("{}", token.reveal());
+        }
+        TokenCommand::List => {
+            let list = tokens.list().await.map_err(app::StartError::store)?;
+            println!(
+                "{:<24} {:<40} {:<6} {:<25} {:<25} {:<25}",
+                "NAME", "SCOPES", "HINT", "CREATED", "EXPIRES", "REVOKED"
+            );
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                )
+            };
+            for t in list {
+                println!(
+                    "{:<24} {:<40} {:<6} {:<25} {:<25} {:<25}",
+                    t.name,
+                    t.scopes.to_names(),
+                    t.hint,
+                    time(Some(t.create_time)),
+                    time(t.expire_time),
+                    time(t.revoke_time)
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            tokens
+                .revoke(&actor, &name)
+                .await
+                .map_err(app::StartError::store)?;
+            eprintln!(
+                "revoked caller token `{name}`; running servers refuse it within a few seconds"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -6,6 +6,8 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_orgs;
 mod m20261122_000002_create_client_secrets;
 mod m20261122_000003_create_app_registrations;
+mod m20261122_000004_create_audit_events;
+mod m20261122_000005_create_caller_tokens;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -17,6 +19,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_orgs::Migration),
             Box::new(m20261122_000002_create_client_secrets::Migration),
             Box::new(m20261122_000003_create_app_registrations::Migration),
+            Box::new(m20261122_000004_create_audit_events::Migration),
+            Box::new(m20261122_000005_create_caller_tokens::Migration),
         ]
     }
 }

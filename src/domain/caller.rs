@@ -1,17 +1,309 @@
-//! Who is calling: the caller token's name and scopes.
+//! Who is calling: caller tokens, their scopes, and the actor recorded in the
+//! audit trail.
+//!
+//! A caller token reads `credd_ct_` + 43 random base64url characters (256 bits from
+//! the OS CSPRNG) + a 6-character CRC32 checksum:
+//!
+//! ```text
+//! ^credd_ct_[A-Za-z0-9_-]{43}[A-Za-z0-9_-]{6}$
+//! ```
+//!
+//! Only its SHA-256 digest is stored: the token is high-entropy, so a fast digest is
+//! as safe as a slow hash and costs nothing per RPC.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use super::{Violation, ids};
+
+/// The prefix of every caller token credd generates (distinct from client secrets').
+pub const TOKEN_PREFIX: &str = "credd_ct_";
+const RANDOM_LEN: usize = 43;
+const CHECKSUM_LEN: usize = 6;
+/// The length of a generated caller token.
+pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+
+/// What a caller may do. Each RPC needs exactly one scope; `admin` holds all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// GetOrg, ListOrgs, GetIntegration.
+    OrgsRead,
+    /// CreateOrg, UpdateOrg, DeleteOrg.
+    OrgsWrite,
+    /// Generate, Import, Activate, Revoke and List client secrets.
+    SecretsWrite,
+    /// VerifyClientSecret.
+    SecretsVerify,
+    /// Get/List app registrations, CheckRedirectUri, RenderAssociationFiles.
+    AppsRead,
+    /// Create/Update/Delete app registrations.
+    AppsWrite,
+    /// ListAuditEvents.
+    AuditRead,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in a stable order.
+    pub const ALL: [Scope; 8] = [
+        Scope::OrgsRead,
+        Scope::OrgsWrite,
+        Scope::SecretsWrite,
+        Scope::SecretsVerify,
+        Scope::AppsRead,
+        Scope::AppsWrite,
+        Scope::AuditRead,
+        Scope::Admin,
+    ];
+
+    /// The scope's name, as operators write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::OrgsRead => "orgs:read",
+            Scope::OrgsWrite => "orgs:write",
+            Scope::SecretsWrite => "secrets:write",
+            Scope::SecretsVerify => "secrets:verify",
+            Scope::AppsRead => "apps:read",
+            Scope::AppsWrite => "apps:write",
+            Scope::AuditRead => "audit:read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope named `name`.
+    pub fn parse(name: &str) -> Result<Scope, Violation> {
+        Scope::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+                Violation::new(
+                    "scope",
+                    format!("unknown scope `{name}`; scopes are {}", names.join(", ")),
+                )
+            })
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Scopes(u16);
+
+impl Scopes {
+    /// The set holding `scopes`.
+    pub fn of(scopes: impl IntoIterator<Item = Scope>) -> Self {
+        Scopes(scopes.into_iter().fold(0, |bits, s| bits | s.bit()))
+    }
+
+    /// Whether these scopes allow an RPC that needs `needed`.
+    pub fn allow(self, needed: Scope) -> bool {
+        self.0 & (needed.bit() | Scope::Admin.bit()) != 0
+    }
+
+    /// The scopes in the set.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL
+            .into_iter()
+            .filter(move |s| self.0 & s.bit() != 0)
+    }
+
+    /// Space-separated names, as stored.
+    pub fn to_names(self) -> String {
+        self.iter().map(Scope::as_str).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Parses space- or comma-separated names; at least one.
+    pub fn parse_names(names: &str) -> Result<Self, Violation> {
+        let scopes = names
+            .split([' ', ','])
+            .filter(|n| !n.is_empty())
+            .map(Scope::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if scopes.is_empty() {
+            return Err(Violation::new("scope", "at least one scope is required"));
+        }
+        Ok(Scopes::of(scopes))
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The caller token's name, recorded in the audit trail.
     pub name: String,
+    /// What it may do.
+    pub scopes: Scopes,
 }
 
 impl Caller {
-    /// The caller that presents `CREDD_BOOTSTRAP_TOKEN`.
+    /// The caller that presents `CREDD_BOOTSTRAP_TOKEN`: an admin.
     pub fn bootstrap() -> Self {
         Self {
             name: "bootstrap".to_owned(),
+            scopes: Scopes::of([Scope::Admin]),
         }
+    }
+}
+
+/// Who did a write, for the audit trail: the caller's name and the request's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The caller token's name (`bootstrap`, `cli` for the command line).
+    pub caller: String,
+    /// The request id (the caller's `x-request-id`, or one credd made).
+    pub request_id: String,
+}
+
+impl Actor {
+    /// The operator at the command line (`credd token …`).
+    pub fn cli() -> Self {
+        Self {
+            caller: "cli".to_owned(),
+            request_id: ids::new_id(),
+        }
+    }
+}
+
+/// A caller token's metadata (never the token or its digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerToken {
+    /// Server-assigned id.
+    pub id: String,
+    /// Its name, shown in the audit trail.
+    pub name: String,
+    /// What it may do.
+    pub scopes: Scopes,
+    /// Its last four characters.
+    pub hint: String,
+    /// Created at.
+    pub create_time: chrono::DateTime<chrono::Utc>,
+    /// Stops working at, if ever.
+    pub expire_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Revoked at.
+    pub revoke_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Last used (coalesced to about a minute).
+    pub last_used_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Checks a caller token's name: 1 to 100 letters, digits, `-`, `_`, `.`.
+pub fn parse_token_name(value: &str) -> Result<String, Violation> {
+    if !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err(Violation::new(
+            "name",
+            "must be 1 to 100 letters, digits, '-', '_' or '.'",
+        ))
+    }
+}
+
+/// A freshly generated caller token: shown once, stored as its digest.
+pub struct NewToken {
+    /// The token (redacted in Debug output).
+    pub token: SecretString,
+    /// Its SHA-256 digest, hex.
+    pub digest: String,
+    /// Its last four characters, for humans.
+    pub hint: String,
+}
+
+/// Generates a caller token.
+pub fn generate_token() -> NewToken {
+    let mut text = String::with_capacity(TOKEN_LEN);
+    text.push_str(TOKEN_PREFIX);
+    text.push_str(&URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>()));
+    let checksum = crc32fast::hash(text.as_bytes());
+    text.push_str(&URL_SAFE_NO_PAD.encode(checksum.to_be_bytes()));
+    let digest = token_digest_hex(text.as_bytes());
+    let hint = text[text.len() - 4..].to_owned();
+    NewToken {
+        token: text.into(),
+        digest,
+        hint,
+    }
+}
+
+/// Whether `token` has a generated token's shape and a valid checksum.
+pub fn is_well_formed_token(token: &[u8]) -> bool {
+    if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX.as_bytes()) {
+        return false;
+    }
+    let (body, checksum) = token.split_at(TOKEN_LEN - CHECKSUM_LEN);
+    URL_SAFE_NO_PAD
+        .encode(crc32fast::hash(body).to_be_bytes())
+        .as_bytes()
+        == checksum
+}
+
+/// The SHA-256 digest of a token.
+pub fn token_digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+/// The SHA-256 digest of a token, lower-case hex, as stored.
+pub fn token_digest_hex(token: &[u8]) -> String {
+    token_digest(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewToken {
+    /// The token's text, for printing it once.
+    pub fn reveal(&self) -> &str {
+        self.token.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_prefixed_checksummed_and_distinct() {
+        let a = generate_token();
+        let b = generate_token();
+        assert!(a.reveal().starts_with("credd_ct_"));
+        assert_eq!(a.reveal().len(), TOKEN_LEN);
+        assert!(is_well_formed_token(a.reveal().as_bytes()));
+        assert_ne!(a.reveal(), b.reveal());
+        assert_eq!(a.digest, token_digest_hex(a.reveal().as_bytes()));
+        let mut flipped = a.reveal().as_bytes().to_vec();
+        flipped[12] ^= 1;
+        assert!(!is_well_formed_token(&flipped));
+        assert!(!format!("{a:?}").contains(a.reveal()));
+    }
+
+    #[test]
+    fn admin_allows_everything_and_scopes_only_themselves() {
+        let gateway = Scopes::parse_names("secrets:verify apps:read").unwrap();
+        assert!(gateway.allow(Scope::SecretsVerify));
+        assert!(gateway.allow(Scope::AppsRead));
+        assert!(!gateway.allow(Scope::SecretsWrite));
+        assert!(!gateway.allow(Scope::OrgsRead));
+        let admin = Scopes::of([Scope::Admin]);
+        assert!(Scope::ALL.iter().all(|s| admin.allow(*s)));
+        assert_eq!(Scopes::parse_names(&gateway.to_names()).unwrap(), gateway);
+        assert!(Scopes::parse_names("orgs:read,nope").is_err());
+        assert!(Scopes::parse_names("").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! rule is unit-tested without a server.
 
 pub mod app;
+pub mod audit;
 pub mod caller;
 pub mod host;
 pub mod ids;

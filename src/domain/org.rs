@@ -91,6 +91,18 @@ pub const UPDATABLE_FIELDS: &[&str] = &["name", "main_website", "custom_domain"]
 pub const IMMUTABLE_FIELDS: &[&str] = &["id", "client_id"];
 
 impl OrgChanges {
+    /// The names of the fields this update changes (for the audit trail).
+    pub fn field_names(&self) -> Vec<&'static str> {
+        [
+            self.name.is_some().then_some("name"),
+            self.main_website.is_some().then_some("main_website"),
+            self.custom_domain.is_some().then_some("custom_domain"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Validates an update: `paths` is the update mask, the other arguments the
     /// values sent with it. Naming `id` or `client_id` is refused.
     pub fn parse(

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{auth, convert};
 use crate::{
     Error,
     domain::{app::AppInput, paging::PageRequest},
@@ -29,6 +29,7 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::CreateAppRegistrationRequest>,
     ) -> Result<Response<pb::AppRegistration>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
         let platform = convert::platform(req.platform());
         let input = AppInput {
@@ -41,7 +42,10 @@ impl AppRegistrations for AppRegistrationsGrpc {
             sha256_cert_fingerprints: req.sha256_cert_fingerprints,
             require_pkce: req.require_pkce,
         };
-        let app = self.apps.create(&req.org_id, platform, input).await?;
+        let app = self
+            .apps
+            .create(&actor, &req.org_id, platform, input)
+            .await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -74,6 +78,7 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::UpdateAppRegistrationRequest>,
     ) -> Result<Response<pb::AppRegistration>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
         let app = req
             .app_registration
@@ -89,7 +94,7 @@ impl AppRegistrations for AppRegistrationsGrpc {
             sha256_cert_fingerprints: app.sha256_cert_fingerprints,
             require_pkce: Some(app.require_pkce),
         };
-        let app = self.apps.update(&app.id, &paths, input).await?;
+        let app = self.apps.update(&actor, &app.id, &paths, input).await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -97,7 +102,8 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::DeleteAppRegistrationRequest>,
     ) -> Result<Response<()>, Status> {
-        self.apps.delete(&request.into_inner().id).await?;
+        let actor = auth::actor(&request);
+        self.apps.delete(&actor, &request.into_inner().id).await?;
         Ok(Response::new(()))
     }
 

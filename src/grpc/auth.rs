@@ -9,7 +9,14 @@ use std::{
 use futures_util::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
-use crate::service::callers::Authenticator;
+use crate::{
+    Error,
+    domain::{
+        caller::{Actor, Scope},
+        ids,
+    },
+    service::callers::Authenticator,
+};
 
 /// The path prefix of credd's own services; everything else (health, reflection)
 /// needs no token.
@@ -62,13 +69,34 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        if request.uri().path().starts_with(CREDD_PATH_PREFIX) {
+        let path = request.uri().path();
+        if path.starts_with(CREDD_PATH_PREFIX) {
+            let needed = required_scope(path);
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
-            match self.authenticator.authenticate(header) {
+            let checked = self
+                .authenticator
+                .authenticate(header)
+                .and_then(|caller| match needed {
+                    Some(scope) if caller.scopes.allow(scope) => Ok(caller),
+                    Some(scope) => Err(Error::PermissionDenied(format!(
+                        "this RPC needs the `{}` scope (or `admin`)",
+                        scope.as_str()
+                    ))),
+                    // Deny by default: an RPC nobody assigned a scope is refused to all.
+                    None => Err(Error::PermissionDenied(
+                        "this RPC has no scope assigned".into(),
+                    )),
+                });
+            match checked {
                 Ok(caller) => {
+                    let request_id = request_id(request.headers());
+                    request.extensions_mut().insert(Actor {
+                        caller: caller.name.clone(),
+                        request_id,
+                    });
                     request.extensions_mut().insert(caller);
                 }
                 Err(err) => {
@@ -79,4 +107,56 @@ where
         }
         Either::Right(self.inner.call(request))
     }
+}
+
+/// The one scope each credd RPC needs; `None` for a path no one assigned.
+pub fn required_scope(path: &str) -> Option<Scope> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    Some(match (service, method) {
+        ("credd.v1.Orgs", "GetOrg" | "ListOrgs" | "GetIntegration") => Scope::OrgsRead,
+        ("credd.v1.Orgs", "CreateOrg" | "UpdateOrg" | "DeleteOrg") => Scope::OrgsWrite,
+        (
+            "credd.v1.ClientSecrets",
+            "GenerateClientSecret"
+            | "ImportClientSecret"
+            | "ActivateClientSecret"
+            | "RevokeClientSecret"
+            | "ListClientSecrets",
+        ) => Scope::SecretsWrite,
+        ("credd.v1.ClientSecrets", "VerifyClientSecret") => Scope::SecretsVerify,
+        (
+            "credd.v1.AppRegistrations",
+            "GetAppRegistration"
+            | "ListAppRegistrations"
+            | "CheckRedirectUri"
+            | "RenderAssociationFiles",
+        ) => Scope::AppsRead,
+        (
+            "credd.v1.AppRegistrations",
+            "CreateAppRegistration" | "UpdateAppRegistration" | "DeleteAppRegistration",
+        ) => Scope::AppsWrite,
+        ("credd.v1.Audit", "ListAuditEvents") => Scope::AuditRead,
+        _ => return None,
+    })
+}
+
+/// The caller's `x-request-id` when it is a sane one, otherwise a new id.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(ids::new_id, str::to_owned)
+}
+
+/// The actor of an authenticated request, for the audit trail.
+pub fn actor<T>(request: &tonic::Request<T>) -> Actor {
+    request
+        .extensions()
+        .get::<Actor>()
+        .cloned()
+        .unwrap_or_else(|| Actor {
+            caller: "unknown".to_owned(),
+            request_id: ids::new_id(),
+        })
 }

@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{auth, convert};
 use crate::{
     Error,
     domain::{paging::PageRequest, secret},
@@ -33,8 +33,12 @@ impl ClientSecrets for ClientSecretsGrpc {
         &self,
         request: Request<pb::GenerateClientSecretRequest>,
     ) -> Result<Response<pb::GenerateClientSecretResponse>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
-        let generated = self.secrets.generate(&req.org_id, &req.description).await?;
+        let generated = self
+            .secrets
+            .generate(&actor, &req.org_id, &req.description)
+            .await?;
         Ok(Response::new(pb::GenerateClientSecretResponse {
             secret: Some(convert::client_secret(generated.secret)),
             plaintext: generated.plaintext.expose_secret().to_owned(),
@@ -45,11 +49,12 @@ impl ClientSecrets for ClientSecretsGrpc {
         &self,
         request: Request<pb::ImportClientSecretRequest>,
     ) -> Result<Response<pb::ClientSecret>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
         let plaintext = SecretString::from(req.plaintext);
         let secret = self
             .secrets
-            .import(&req.org_id, plaintext, &req.description)
+            .import(&actor, &req.org_id, plaintext, &req.description)
             .await?;
         Ok(Response::new(convert::client_secret(secret)))
     }
@@ -58,6 +63,7 @@ impl ClientSecrets for ClientSecretsGrpc {
         &self,
         request: Request<pb::ActivateClientSecretRequest>,
     ) -> Result<Response<pb::ClientSecret>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
         let target = match req.secret {
             Some(Secret::SecretId(id)) => ActivationTarget::SecretId(id),
@@ -73,7 +79,10 @@ impl ClientSecrets for ClientSecretsGrpc {
         let grace = req.grace_period.unwrap_or_default();
         let grace =
             secret::parse_grace("grace_period", grace.seconds, grace.nanos).map_err(Error::from)?;
-        let secret = self.secrets.activate(&req.org_id, target, grace).await?;
+        let secret = self
+            .secrets
+            .activate(&actor, &req.org_id, target, grace)
+            .await?;
         Ok(Response::new(convert::client_secret(secret)))
     }
 
@@ -98,8 +107,12 @@ impl ClientSecrets for ClientSecretsGrpc {
         &self,
         request: Request<pb::RevokeClientSecretRequest>,
     ) -> Result<Response<pb::ClientSecret>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
-        let secret = self.secrets.revoke(&req.org_id, &req.secret_id).await?;
+        let secret = self
+            .secrets
+            .revoke(&actor, &req.org_id, &req.secret_id)
+            .await?;
         Ok(Response::new(convert::client_secret(secret)))
     }
 

@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 
 use crate::{
+    Error,
     domain::{
         app::{AppRegistration, Platform},
+        audit::AuditEvent,
         org::Org,
         secret::{ClientSecret, ClientSecretState},
     },
@@ -110,5 +112,28 @@ pub fn app_registration(app: AppRegistration) -> pb::AppRegistration {
         require_pkce: app.require_pkce,
         create_time: Some(timestamp(app.create_time)),
         update_time: Some(timestamp(app.update_time)),
+    }
+}
+
+/// The time of a protobuf timestamp, or INVALID_ARGUMENT naming `field`.
+pub fn time(field: &str, timestamp: prost_types::Timestamp) -> Result<DateTime<Utc>, Error> {
+    u32::try_from(timestamp.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
+        .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+}
+
+/// The proto `AuditEvent` for `event`.
+pub fn audit_event(event: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: event.id,
+        time: Some(timestamp(event.time)),
+        caller: event.caller,
+        action: event.action,
+        org_id: event.org_id.unwrap_or_default(),
+        target_id: event.target_id,
+        outcome: event.outcome,
+        request_id: event.request_id,
+        details: event.details,
     }
 }

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{auth, convert};
 use crate::{
     Error,
     domain::{
@@ -37,10 +37,11 @@ impl Orgs for OrgsGrpc {
         &self,
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
         let new = NewOrg::parse(&req.name, &req.main_website, &req.custom_domain)
             .map_err(Error::Invalid)?;
-        Ok(self.reply(self.orgs.create(new).await?))
+        Ok(self.reply(self.orgs.create(&actor, new).await?))
     }
 
     async fn get_org(
@@ -85,6 +86,7 @@ impl Orgs for OrgsGrpc {
         &self,
         request: Request<pb::UpdateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
+        let actor = auth::actor(&request);
         let req = request.into_inner();
         let org = req
             .org
@@ -92,14 +94,15 @@ impl Orgs for OrgsGrpc {
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
         let changes = OrgChanges::parse(&paths, &org.name, &org.main_website, &org.custom_domain)
             .map_err(Error::Invalid)?;
-        Ok(self.reply(self.orgs.update(&org.id, changes).await?))
+        Ok(self.reply(self.orgs.update(&actor, &org.id, changes).await?))
     }
 
     async fn delete_org(
         &self,
         request: Request<pb::DeleteOrgRequest>,
     ) -> Result<Response<()>, Status> {
-        self.orgs.delete(&request.into_inner().id).await?;
+        let actor = auth::actor(&request);
+        self.orgs.delete(&actor, &request.into_inner().id).await?;
         Ok(Response::new(()))
     }
 

@@ -10,11 +10,12 @@ use crate::{
     domain::{
         Violation,
         app::{self, AppInput, AppRegistration, Platform},
+        caller::Actor,
         ids,
         paging::{PageRequest, next_page_token},
     },
     service::{Clock, orgs::require_org_id},
-    store::Store,
+    store::{Store, audit::NewEvent},
 };
 
 /// Fields an update mask may name.
@@ -85,6 +86,7 @@ impl AppService {
     /// Registers an app for the org `org_id`.
     pub async fn create(
         &self,
+        actor: &Actor,
         org_id: &str,
         platform: Option<Platform>,
         input: AppInput,
@@ -102,9 +104,18 @@ impl AppService {
             .await?
             .ok_or(Error::NotFound("org"))?;
         let valid = app::validate(platform, &input, &org.main_website).map_err(Error::Invalid)?;
+        let id = ids::new_id();
         let created = self
             .store
-            .insert_app(ids::new_id(), org_id, platform, valid, self.clock.now())
+            .insert_app(
+                id.clone(),
+                org_id,
+                platform,
+                valid,
+                self.clock.now(),
+                NewEvent::new(actor, "app.create", Some(org_id), &id)
+                    .details(serde_json::json!({ "platform": platform.as_str() })),
+            )
             .await?;
         tracing::info!(org_id, app_id = %created.id, platform = platform.as_str(), "app registered");
         Ok(created)
@@ -140,6 +151,7 @@ impl AppService {
     /// never changes, and the result must pass every rule of a new registration.
     pub async fn update(
         &self,
+        actor: &Actor,
         id: &str,
         paths: &[String],
         input: AppInput,
@@ -204,16 +216,28 @@ impl AppService {
             })?;
         let updated = self
             .store
-            .update_app(&current, valid, self.clock.now())
+            .update_app(
+                &current,
+                valid,
+                self.clock.now(),
+                NewEvent::new(actor, "app.update", Some(&current.org_id), id)
+                    .details(serde_json::json!({ "fields": paths })),
+            )
             .await?;
         tracing::info!(app_id = %id, "app registration updated");
         Ok(updated)
     }
 
     /// Deletes the app registration `id`.
-    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+    pub async fn delete(&self, actor: &Actor, id: &str) -> Result<(), Error> {
         require_app_id("id", id)?;
-        self.store.delete_app(id).await?;
+        let app = self
+            .store
+            .find_app(id)
+            .await?
+            .ok_or(Error::NotFound("app registration"))?;
+        let event = NewEvent::new(actor, "app.delete", Some(&app.org_id), id);
+        self.store.delete_app(id, self.clock.now(), event).await?;
         tracing::info!(app_id = %id, "app registration deleted");
         Ok(())
     }

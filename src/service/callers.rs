@@ -1,30 +1,64 @@
-//! Caller authentication: which token is this, if any.
+//! Callers: the authenticator every RPC passes through, and the token use cases
+//! behind `credd token …`.
+//!
+//! Authentication is a SHA-256 of the presented token and a lookup in an in-memory
+//! map of live token digests, refreshed from the store every couple of seconds
+//! (so a revocation by `credd token revoke` takes effect within that), never a
+//! database round trip or a slow hash per RPC.
 
-use sha2::{Digest, Sha256};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use chrono::Duration;
 use subtle::ConstantTimeEq;
 
-use crate::{Error, domain::caller::Caller};
+use crate::{
+    Error,
+    domain::{
+        caller::{self, Actor, Caller, CallerToken, NewToken, Scope, Scopes},
+        ids,
+    },
+    service::Clock,
+    store::{Store, audit::NewEvent, caller_tokens::LiveToken},
+};
 
-/// Checks caller tokens. Tokens are compared by their SHA-256 digests in constant
-/// time, so neither the comparison nor its length reveals anything.
-#[derive(Clone)]
+/// How often the authenticator reloads live tokens from the store.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: String,
+    caller: Caller,
+    expire_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Checks caller tokens against the bootstrap token and the live stored tokens.
 pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
+    tokens: RwLock<Arc<HashMap<[u8; 32], Entry>>>,
+    used: Mutex<HashSet<String>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
             .field("bootstrap", &self.bootstrap_digest.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
-    /// Accepts `bootstrap_token` (when set) as an admin caller.
-    pub fn new(bootstrap_token: Option<&str>) -> Self {
+    /// Accepts `bootstrap_token` (when set) as an admin caller, and stored tokens
+    /// once [`Authenticator::reload`] has read them.
+    pub fn new(bootstrap_token: Option<&str>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            bootstrap_digest: bootstrap_token.map(digest),
+            bootstrap_digest: bootstrap_token.map(|t| caller::token_digest(t.as_bytes())),
+            tokens: RwLock::default(),
+            used: Mutex::default(),
+            clock,
         }
     }
 
@@ -35,29 +69,180 @@ impl Authenticator {
             .map(<[u8]>::trim_ascii)
             .filter(|token| !token.is_empty())
             .ok_or(Error::Unauthenticated)?;
-        let presented = digest_bytes(token);
-        match &self.bootstrap_digest {
-            Some(expected) if bool::from(expected.ct_eq(&presented)) => Ok(Caller::bootstrap()),
-            _ => Err(Error::Unauthenticated),
+        let presented = caller::token_digest(token);
+        if let Some(bootstrap) = &self.bootstrap_digest
+            && bool::from(bootstrap.ct_eq(&presented))
+        {
+            return Ok(Caller::bootstrap());
         }
+        if !caller::is_well_formed_token(token) {
+            return Err(Error::Unauthenticated);
+        }
+        let tokens = self
+            .tokens
+            .read()
+            .map(|t| t.clone())
+            .map_err(|_| Error::Unauthenticated)?;
+        let entry = tokens.get(&presented).ok_or(Error::Unauthenticated)?;
+        if entry
+            .expire_time
+            .is_some_and(|expiry| expiry <= self.clock.now())
+        {
+            return Err(Error::Unauthenticated);
+        }
+        if let Ok(mut used) = self.used.lock()
+            && !used.contains(&entry.id)
+        {
+            used.insert(entry.id.clone());
+        }
+        Ok(entry.caller.clone())
+    }
+
+    /// Reloads the live tokens from the store.
+    pub async fn reload(&self, store: &Store) -> Result<(), Error> {
+        let live = store.live_tokens().await?;
+        let map = live
+            .into_iter()
+            .filter_map(
+                |LiveToken {
+                     id,
+                     digest,
+                     name,
+                     scopes,
+                     expire_time,
+                 }| {
+                    let digest = decode_hex(&digest)?;
+                    Some((
+                        digest,
+                        Entry {
+                            id,
+                            caller: Caller { name, scopes },
+                            expire_time,
+                        },
+                    ))
+                },
+            )
+            .collect();
+        if let Ok(mut tokens) = self.tokens.write() {
+            *tokens = Arc::new(map);
+        }
+        Ok(())
+    }
+
+    /// Writes `last_used_time` for the tokens used since the last flush.
+    pub async fn flush_last_used(&self, store: &Store) -> Result<(), Error> {
+        let used: Vec<String> = match self.used.lock() {
+            Ok(mut used) => used.drain().collect(),
+            Err(_) => return Ok(()),
+        };
+        store.touch_tokens(&used, self.clock.now()).await
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    digest_bytes(token.as_bytes())
+fn decode_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
-fn digest_bytes(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
+/// Creates, lists and revokes caller tokens.
+#[derive(Debug, Clone)]
+pub struct TokenService {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl TokenService {
+    /// The service over `store`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Creates a token named `name` with `scopes`, expiring after `expires_in`.
+    /// The token is in the answer only.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        name: &str,
+        scopes: Scopes,
+        expires_in: Option<Duration>,
+    ) -> Result<(CallerToken, NewToken), Error> {
+        let name = caller::parse_token_name(name)?;
+        if scopes.iter().next().is_none() {
+            return Err(Error::invalid("scope", "at least one scope is required"));
+        }
+        let now = self.clock.now();
+        let new = caller::generate_token();
+        let id = ids::new_id();
+        let event = NewEvent::new(actor, "token.create", None, &name)
+            .details(serde_json::json!({ "scopes": scopes.to_names() }));
+        let token = self
+            .store
+            .insert_token(
+                id,
+                &name,
+                scopes,
+                new.digest.clone(),
+                new.hint.clone(),
+                expires_in.map(|d| now + d),
+                now,
+                event,
+            )
+            .await?;
+        tracing::info!(name = %token.name, scopes = %scopes.to_names(), "caller token created");
+        Ok((token, new))
+    }
+
+    /// Every token's metadata.
+    pub async fn list(&self) -> Result<Vec<CallerToken>, Error> {
+        self.store.list_tokens().await
+    }
+
+    /// Revokes the live token `name`.
+    pub async fn revoke(&self, actor: &Actor, name: &str) -> Result<(), Error> {
+        let event = NewEvent::new(actor, "token.revoke", None, name);
+        self.store
+            .revoke_token(name, self.clock.now(), event)
+            .await?;
+        tracing::info!(name, "caller token revoked");
+        Ok(())
+    }
+
+    /// On a store that never had a caller token, creates an `admin` token for the
+    /// operator (printed once by `credd serve`).
+    pub async fn first_admin_token(&self) -> Result<Option<NewToken>, Error> {
+        if self.store.count_tokens().await? > 0 {
+            return Ok(None);
+        }
+        let actor = Actor {
+            caller: "first-start".into(),
+            request_id: ids::new_id(),
+        };
+        match self
+            .create(&actor, "admin", Scopes::of([Scope::Admin]), None)
+            .await
+        {
+            Ok((_, token)) => Ok(Some(token)),
+            // Another replica made it first.
+            Err(Error::AlreadyExists { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::SystemClock;
 
     #[test]
     fn only_the_bootstrap_token_as_bearer_is_accepted() {
-        let auth = Authenticator::new(Some("s3cret-token"));
+        let auth = Authenticator::new(Some("s3cret-token"), Arc::new(SystemClock));
         assert!(auth.authenticate(Some(b"Bearer s3cret-token")).is_ok());
         for bad in [
             &b"Bearer s3cret-tokeN"[..],
@@ -78,14 +263,16 @@ mod tests {
     }
 
     #[test]
-    fn without_a_bootstrap_token_nothing_is_accepted() {
-        let auth = Authenticator::new(None);
-        assert!(auth.authenticate(Some(b"Bearer anything")).is_err());
+    fn debug_output_never_holds_the_token() {
+        let auth = Authenticator::new(Some("s3cret-token"), Arc::new(SystemClock));
+        assert!(!format!("{auth:?}").contains("s3cret"));
     }
 
     #[test]
-    fn debug_output_never_holds_the_token() {
-        let auth = Authenticator::new(Some("s3cret-token"));
-        assert!(!format!("{auth:?}").contains("s3cret"));
+    fn digests_round_trip_through_hex() {
+        let digest = caller::token_digest(b"x");
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decode_hex(&hex), Some(digest));
+        assert_eq!(decode_hex("zz"), None);
     }
 }

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     Error,
     domain::{
+        caller::Actor,
         ids,
         paging::{PageRequest, next_page_token},
         secret::{self, ClientSecret, ClientSecretState, Presented},
@@ -22,6 +23,7 @@ use crate::{
     service::{Clock, hasher::Hasher, orgs::require_org_id},
     store::{
         Store,
+        audit::NewEvent,
         client_secrets::{Candidate, NewSecret},
     },
 };
@@ -153,6 +155,7 @@ pub struct SecretService {
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     counters: Arc<VerifyCounters>,
+    failed_by_org: Arc<Mutex<HashMap<String, u64>>>,
     last_used_written: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
 }
 
@@ -164,6 +167,7 @@ impl SecretService {
             hasher,
             clock,
             counters: Arc::default(),
+            failed_by_org: Arc::default(),
             last_used_written: Arc::default(),
         }
     }
@@ -179,7 +183,12 @@ impl SecretService {
     }
 
     /// Generates a new PENDING secret for the org; the plaintext is in the answer only.
-    pub async fn generate(&self, org_id: &str, description: &str) -> Result<Generated, Error> {
+    pub async fn generate(
+        &self,
+        actor: &Actor,
+        org_id: &str,
+        description: &str,
+    ) -> Result<Generated, Error> {
         require_org_id("org_id", org_id)?;
         let description = secret::parse_description("description", description)?;
         let id = ids::new_id();
@@ -193,7 +202,11 @@ impl SecretService {
             imported: false,
             phc,
         };
-        let secret = self.store.insert_secret(new, self.clock.now()).await?;
+        let event = NewEvent::new(actor, "secret.generate", Some(org_id), &new.id);
+        let secret = self
+            .store
+            .insert_secret(new, self.clock.now(), event)
+            .await?;
         tracing::info!(org_id, secret_id = %secret.id, "client secret generated");
         Ok(Generated { secret, plaintext })
     }
@@ -201,6 +214,7 @@ impl SecretService {
     /// Imports an admin-chosen secret as PENDING.
     pub async fn import(
         &self,
+        actor: &Actor,
         org_id: &str,
         plaintext: SecretString,
         description: &str,
@@ -218,7 +232,11 @@ impl SecretService {
             imported: true,
             phc,
         };
-        let secret = self.store.insert_secret(new, self.clock.now()).await?;
+        let event = NewEvent::new(actor, "secret.import", Some(org_id), &new.id);
+        let secret = self
+            .store
+            .insert_secret(new, self.clock.now(), event)
+            .await?;
         tracing::info!(org_id, secret_id = %secret.id, "client secret imported");
         Ok(secret)
     }
@@ -226,6 +244,7 @@ impl SecretService {
     /// Activates a PENDING secret; the previous ACTIVE one retires for `grace`.
     pub async fn activate(
         &self,
+        actor: &Actor,
         org_id: &str,
         target: ActivationTarget,
         grace: Duration,
@@ -243,7 +262,14 @@ impl SecretService {
         let now = self.clock.now();
         let secret = self
             .store
-            .activate_secret(org_id, &secret_id, now, grace)
+            .activate_secret(
+                org_id,
+                &secret_id,
+                now,
+                grace,
+                NewEvent::new(actor, "secret.activate", Some(org_id), &secret_id)
+                    .details(serde_json::json!({ "grace_seconds": grace.num_seconds() })),
+            )
             .await?;
         tracing::info!(org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret activated");
         Ok(secret)
@@ -308,14 +334,24 @@ impl SecretService {
     }
 
     /// Revokes a secret; revoking the ACTIVE one leaves the org with none.
-    pub async fn revoke(&self, org_id: &str, secret_id: &str) -> Result<ClientSecret, Error> {
+    pub async fn revoke(
+        &self,
+        actor: &Actor,
+        org_id: &str,
+        secret_id: &str,
+    ) -> Result<ClientSecret, Error> {
         require_org_id("org_id", org_id)?;
         if !ids::is_id(secret_id) {
             return Err(Error::invalid("secret_id", "must be a secret id (a UUID)"));
         }
         let secret = self
             .store
-            .revoke_secret(org_id, secret_id, self.clock.now())
+            .revoke_secret(
+                org_id,
+                secret_id,
+                self.clock.now(),
+                NewEvent::new(actor, "secret.revoke", Some(org_id), secret_id),
+            )
             .await?;
         tracing::info!(org_id, secret_id, "client secret revoked");
         Ok(secret)
@@ -346,7 +382,7 @@ impl SecretService {
         client_id: &str,
         client_secret: SecretString,
     ) -> Result<Verdict, Error> {
-        let verdict = self.judge(client_id, client_secret).await?;
+        let (verdict, org_id) = self.judge(client_id, client_secret).await?;
         self.counters.count(&verdict);
         match &verdict {
             Verdict::Valid { org_id, secret_id } => {
@@ -359,18 +395,24 @@ impl SecretService {
                     reason = refusal.as_str(),
                     "client secret refused"
                 );
+                self.count_failure(client_id, org_id).await;
             }
         }
         Ok(verdict)
     }
 
-    async fn judge(&self, client_id: &str, client_secret: SecretString) -> Result<Verdict, Error> {
+    /// The verdict, and the org concerned when a candidate secret showed it.
+    async fn judge(
+        &self,
+        client_id: &str,
+        client_secret: SecretString,
+    ) -> Result<(Verdict, Option<String>), Error> {
         if !ids::is_client_id(client_id) {
-            return Ok(Verdict::Invalid(Refusal::MalformedClientId));
+            return Ok((Verdict::Invalid(Refusal::MalformedClientId), None));
         }
-        let candidates = match secret::classify(client_secret.expose_secret()) {
+        let candidates: Vec<Candidate> = match secret::classify(client_secret.expose_secret()) {
             Presented::Malformed(reason) => {
-                return Ok(Verdict::Invalid(Refusal::MalformedSecret(reason)));
+                return Ok((Verdict::Invalid(Refusal::MalformedSecret(reason)), None));
             }
             Presented::Generated { secret_id } => self
                 .store
@@ -386,8 +428,10 @@ impl SecretService {
         };
         let now = self.clock.now();
         let mut refusal = Refusal::Unknown;
+        let mut org_id = None;
         let mut hashed = false;
         for candidate in candidates {
+            org_id = Some(candidate.secret.org_id.clone());
             if !candidate.secret.verifies_at(now) {
                 refusal = Refusal::NotVerifiable(candidate.secret.state_at(now));
                 continue;
@@ -398,10 +442,11 @@ impl SecretService {
                 .verify(client_secret.clone(), Some(candidate.phc))
                 .await?
             {
-                return Ok(Verdict::Valid {
+                let verdict = Verdict::Valid {
                     org_id: candidate.secret.org_id,
                     secret_id: candidate.secret.id,
-                });
+                };
+                return Ok((verdict, org_id));
             }
             refusal = Refusal::Mismatch;
         }
@@ -410,7 +455,51 @@ impl SecretService {
             // unknown clients or unusable secrets from wrong ones.
             self.hasher.verify(client_secret, None).await?;
         }
-        Ok(Verdict::Invalid(refusal))
+        Ok((Verdict::Invalid(refusal), org_id))
+    }
+
+    /// Counts a failed verification against its org (when the client exists), for
+    /// the `verify.failed` audit events. Best effort: a store error is logged.
+    async fn count_failure(&self, client_id: &str, org_id: Option<String>) {
+        let org_id = match org_id {
+            Some(org_id) => org_id,
+            None if ids::is_client_id(client_id) => {
+                match self.store.find_org_by_client_id(client_id).await {
+                    Ok(Some(org)) => org.id,
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::warn!(client_id, error = %err, "could not count a failed verification");
+                        return;
+                    }
+                }
+            }
+            None => return,
+        };
+        if let Ok(mut failed) = self.failed_by_org.lock() {
+            *failed.entry(org_id).or_default() += 1;
+        }
+    }
+
+    /// Writes one `verify.failed` audit event per org with failures since the last
+    /// flush, carrying their count. Called once a minute, so the trail gets at most
+    /// one such event per org per minute however hard a client is hammered.
+    pub async fn flush_failed_verifications(&self) {
+        let failed: Vec<(String, u64)> = match self.failed_by_org.lock() {
+            Ok(mut failed) => failed.drain().collect(),
+            Err(_) => return,
+        };
+        let actor = Actor {
+            caller: "credd".into(),
+            request_id: ids::new_id(),
+        };
+        for (org_id, count) in failed {
+            let event = NewEvent::new(&actor, "verify.failed", Some(&org_id), &org_id)
+                .outcome("refused")
+                .details(serde_json::json!({ "count": count }));
+            if let Err(err) = self.store.append_event(event, self.clock.now()).await {
+                tracing::warn!(org_id, count, error = %err, "could not record failed verifications");
+            }
+        }
     }
 
     /// Writes `last_used_time` at most once a minute per secret, off the RPC path.

@@ -2,6 +2,7 @@
 //! and is what the gRPC adapters call.
 
 pub mod app_registrations;
+pub mod audit;
 pub mod callers;
 pub mod client_secrets;
 pub mod clock;
@@ -9,6 +10,7 @@ pub mod hasher;
 pub mod orgs;
 
 pub use app_registrations::AppService;
+pub use audit::AuditService;
 pub use client_secrets::SecretService;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use orgs::OrgService;

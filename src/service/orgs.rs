@@ -5,12 +5,13 @@ use std::sync::Arc;
 use crate::{
     Error,
     domain::{
+        caller::Actor,
         host, ids,
         org::{NewOrg, Org, OrgChanges},
         paging::{PageRequest, next_page_token},
     },
     service::{Clock, SecretService, client_secrets::SecretOverview},
-    store::Store,
+    store::{Store, audit::NewEvent},
 };
 
 /// How the caller names the org to get.
@@ -76,10 +77,12 @@ impl OrgService {
     }
 
     /// Creates an org with a fresh id and client ID.
-    pub async fn create(&self, org: NewOrg) -> Result<Org, Error> {
+    pub async fn create(&self, actor: &Actor, org: NewOrg) -> Result<Org, Error> {
+        let id = ids::new_id();
+        let event = NewEvent::new(actor, "org.create", Some(&id), &id);
         let org = self
             .store
-            .insert_org(ids::new_id(), ids::new_client_id(), org, self.clock.now())
+            .insert_org(id, ids::new_client_id(), org, self.clock.now(), event)
             .await?;
         tracing::info!(org_id = %org.id, client_id = %org.client_id, "org created");
         Ok(org)
@@ -123,17 +126,23 @@ impl OrgService {
     }
 
     /// Applies validated changes to the org `id`.
-    pub async fn update(&self, id: &str, changes: OrgChanges) -> Result<Org, Error> {
+    pub async fn update(&self, actor: &Actor, id: &str, changes: OrgChanges) -> Result<Org, Error> {
         require_org_id("org.id", id)?;
-        let org = self.store.update_org(id, changes, self.clock.now()).await?;
+        let event = NewEvent::new(actor, "org.update", Some(id), id)
+            .details(serde_json::json!({ "fields": changes.field_names() }));
+        let org = self
+            .store
+            .update_org(id, changes, self.clock.now(), event)
+            .await?;
         tracing::info!(org_id = %org.id, "org updated");
         Ok(org)
     }
 
     /// Deletes the org `id`; its client ID is never issued again.
-    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+    pub async fn delete(&self, actor: &Actor, id: &str) -> Result<(), Error> {
         require_org_id("id", id)?;
-        self.store.delete_org(id, self.clock.now()).await?;
+        let event = NewEvent::new(actor, "org.delete", Some(id), id);
+        self.store.delete_org(id, self.clock.now(), event).await?;
         tracing::info!(org_id = %id, "org deleted");
         Ok(())
     }

@@ -8,6 +8,7 @@ use sea_orm::{
 
 use super::{
     Store,
+    audit::{self, NewEvent},
     client_secrets::lock_live_org,
     entities::{app_registrations, orgs},
     is_unique_violation,
@@ -80,6 +81,7 @@ impl Store {
         platform: Platform,
         app: ValidApp,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<AppRegistration, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
@@ -102,6 +104,7 @@ impl Store {
             Err(err) if is_unique_violation(&err) => return Err(duplicate(platform)),
             Err(err) => return Err(err.into()),
         };
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         row.try_into()
     }
@@ -163,6 +166,7 @@ impl Store {
         app: &AppRegistration,
         valid: ValidApp,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<AppRegistration, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, &app.org_id).await?;
@@ -186,18 +190,27 @@ impl Store {
             Err(err) if is_unique_violation(&err) => return Err(duplicate(app.platform)),
             Err(err) => return Err(err.into()),
         };
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         row.try_into()
     }
 
     /// Deletes the app registration `id`.
-    pub async fn delete_app(&self, id: &str) -> Result<(), Error> {
+    pub async fn delete_app(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        event: NewEvent,
+    ) -> Result<(), Error> {
+        let txn = self.db.begin().await?;
         let result = app_registrations::Entity::delete_by_id(id.to_owned())
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         if result.rows_affected == 0 {
             return Err(Error::NotFound("app registration"));
         }
+        audit::append(&txn, event, now).await?;
+        txn.commit().await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use sea_orm::{
 
 use super::{
     Store,
+    audit::{self, NewEvent},
     entities::{client_secrets, orgs},
     is_unique_violation,
 };
@@ -133,6 +134,7 @@ impl Store {
         &self,
         new: NewSecret,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<ClientSecret, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, &new.org_id).await?;
@@ -152,6 +154,7 @@ impl Store {
         }
         .insert(&txn)
         .await?;
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         row.try_into()
     }
@@ -238,6 +241,7 @@ impl Store {
         secret_id: &str,
         now: DateTime<Utc>,
         grace: Duration,
+        event: NewEvent,
     ) -> Result<ClientSecret, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
@@ -319,6 +323,7 @@ impl Store {
             Err(err) => return Err(err.into()),
         }
         let activated = find_in(&txn, org_id, secret_id).await?.try_into()?;
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         Ok(activated)
     }
@@ -329,6 +334,7 @@ impl Store {
         org_id: &str,
         secret_id: &str,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<ClientSecret, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
@@ -342,6 +348,7 @@ impl Store {
         row.state = Set(state(ClientSecretState::Revoked).to_owned());
         row.revoke_time = Set(Some(now));
         let row = row.update(&txn).await?;
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         row.try_into()
     }

@@ -4,6 +4,8 @@
 //! a caller of the store cannot forget either.
 
 pub mod app_registrations;
+pub mod audit;
+pub mod caller_tokens;
 pub mod client_secrets;
 mod entities;
 pub mod orgs;

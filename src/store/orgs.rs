@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::{
     Store,
+    audit::{self, NewEvent},
     entities::{app_registrations, client_secrets, orgs},
     is_unique_violation,
 };
@@ -51,7 +52,9 @@ impl Store {
         client_id: String,
         org: NewOrg,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<Org, Error> {
+        let txn = self.db.begin().await?;
         let row = orgs::ActiveModel {
             id: Set(id),
             client_id: Set(client_id),
@@ -62,12 +65,15 @@ impl Store {
             update_time: Set(now),
             delete_time: Set(None),
         };
-        match row.insert(&self.db).await {
-            Ok(row) => Ok(row.into()),
+        let row = match row.insert(&txn).await {
+            Ok(row) => row,
             // The custom domain is the only caller-chosen unique column.
-            Err(err) if is_unique_violation(&err) => Err(TAKEN_DOMAIN),
-            Err(err) => Err(err.into()),
-        }
+            Err(err) if is_unique_violation(&err) => return Err(TAKEN_DOMAIN),
+            Err(err) => return Err(err.into()),
+        };
+        audit::append(&txn, event, now).await?;
+        txn.commit().await?;
+        Ok(row.into())
     }
 
     /// The live org with this id.
@@ -116,6 +122,7 @@ impl Store {
         id: &str,
         changes: OrgChanges,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<Org, Error> {
         let txn = self.db.begin().await?;
         let Some(row) = live().filter(orgs::Column::Id.eq(id)).one(&txn).await? else {
@@ -137,13 +144,19 @@ impl Store {
             Err(err) if is_unique_violation(&err) => return Err(TAKEN_DOMAIN),
             Err(err) => return Err(err.into()),
         };
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         Ok(row.into())
     }
 
     /// Deletes the live org `id`: its secrets and app registrations go at once, and its row stays as a
     /// tombstone (so its client ID is never reissued) with the custom domain released.
-    pub async fn delete_org(&self, id: &str, now: DateTime<Utc>) -> Result<(), Error> {
+    pub async fn delete_org(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        event: NewEvent,
+    ) -> Result<(), Error> {
         let txn = self.db.begin().await?;
         let result = orgs::Entity::update_many()
             .col_expr(orgs::Column::DeleteTime, Expr::value(now))
@@ -167,6 +180,7 @@ impl Store {
             .filter(app_registrations::Column::OrgId.eq(id))
             .exec(&txn)
             .await?;
+        audit::append(&txn, event, now).await?;
         txn.commit().await?;
         Ok(())
     }

@@ -180,6 +180,7 @@ pub struct TestApp {
     pub backend: Backend,
     pub database_url: String,
     pub secret_service: credd::service::SecretService,
+    pub authenticator: Arc<credd::service::callers::Authenticator>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), credd::app::StartError>>>,
     _db: TestDb,
@@ -226,6 +227,7 @@ async fn spawn(
         .expect("the server builds");
     let addr = app.local_addr();
     let secret_service = app.secrets().clone();
+    let authenticator = app.authenticator().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -246,6 +248,7 @@ async fn spawn(
         backend,
         database_url,
         secret_service,
+        authenticator,
         shutdown: Some(tx),
         server: Some(server),
         _db: db,

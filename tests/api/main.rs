@@ -6,6 +6,7 @@
 mod helpers;
 
 mod app_registrations;
+mod callers;
 mod cli;
 mod client_secrets;
 mod grpcurl;

@@ -158,16 +158,6 @@ async fn reflection_lists_every_service_over_v1_and_v1alpha(backend: Backend) {
     assert!(!files.file_descriptor_proto.is_empty());
 }
 
-async fn rpcs_of_later_issues_answer_unimplemented(backend: Backend) {
-    let mut app = spawn_app(backend).await;
-    assert_code(
-        app.audit
-            .list_audit_events(ListAuditEventsRequest::default())
-            .await,
-        Code::Unimplemented,
-    );
-}
-
 async fn stopping_the_server_ends_run_until_cleanly(backend: Backend) {
     let mut app = spawn_app(backend).await;
     app.orgs
@@ -188,6 +178,5 @@ both_backends!(
     every_credd_rpc_needs_a_valid_bearer_token,
     health_reports_serving_for_every_service_without_a_token,
     reflection_lists_every_service_over_v1_and_v1alpha,
-    rpcs_of_later_issues_answer_unimplemented,
     stopping_the_server_ends_run_until_cleanly,
 );

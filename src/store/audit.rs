@@ -1,0 +1,134 @@
+//! The audit trail: appended inside the transaction of the change it records, read
+//! newest first. Nothing here updates or deletes an event.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+use super::{Store, entities::audit_events};
+use crate::{
+    Error,
+    domain::{
+        audit::{AuditEvent, AuditFilter},
+        caller::Actor,
+        ids,
+        paging::PageRequest,
+    },
+};
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    action: &'static str,
+    org_id: Option<String>,
+    target_id: String,
+    actor: Actor,
+    outcome: String,
+    details: serde_json::Value,
+}
+
+impl NewEvent {
+    /// `actor` did `action` to `target_id` (of org `org_id`), successfully.
+    pub fn new(actor: &Actor, action: &'static str, org_id: Option<&str>, target_id: &str) -> Self {
+        Self {
+            action,
+            org_id: org_id.map(str::to_owned),
+            target_id: target_id.to_owned(),
+            actor: actor.clone(),
+            outcome: "ok".to_owned(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    /// Adds details (never a secret).
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Sets the outcome.
+    pub fn outcome(mut self, outcome: impl Into<String>) -> Self {
+        self.outcome = outcome.into();
+        self
+    }
+}
+
+/// Appends `event` on `db` (a transaction, so that the event commits with its change).
+pub(super) async fn append<C: ConnectionTrait>(
+    db: &C,
+    event: NewEvent,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    audit_events::ActiveModel {
+        id: Set(ids::new_id()),
+        time: Set(now),
+        caller: Set(event.actor.caller),
+        action: Set(event.action.to_owned()),
+        org_id: Set(event.org_id),
+        target_id: Set(event.target_id),
+        outcome: Set(event.outcome),
+        request_id: Set(event.actor.request_id),
+        details: Set(if event.details.is_null() {
+            String::new()
+        } else {
+            event.details.to_string()
+        }),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+impl From<audit_events::Model> for AuditEvent {
+    fn from(row: audit_events::Model) -> Self {
+        AuditEvent {
+            id: row.id,
+            time: row.time,
+            caller: row.caller,
+            action: row.action,
+            org_id: row.org_id,
+            target_id: row.target_id,
+            outcome: row.outcome,
+            request_id: row.request_id,
+            details: row.details,
+        }
+    }
+}
+
+impl Store {
+    /// Appends an event that records no change of its own (such as failed
+    /// verifications).
+    pub async fn append_event(&self, event: NewEvent, now: DateTime<Utc>) -> Result<(), Error> {
+        append(&self.db, event, now).await
+    }
+
+    /// One page of events matching `filter`, newest first, and whether more follow.
+    pub async fn list_events(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<(Vec<AuditEvent>, bool), Error> {
+        let mut query = audit_events::Entity::find().order_by_desc(audit_events::Column::Id);
+        if let Some(org_id) = &filter.org_id {
+            query = query.filter(audit_events::Column::OrgId.eq(org_id.as_str()));
+        }
+        if let Some(action) = &filter.action {
+            query = query.filter(audit_events::Column::Action.eq(action.as_str()));
+        }
+        if let Some(start) = filter.start_time {
+            query = query.filter(audit_events::Column::Time.gte(start));
+        }
+        if let Some(end) = filter.end_time {
+            query = query.filter(audit_events::Column::Time.lt(end));
+        }
+        if let Some(after) = &page.after {
+            query = query.filter(audit_events::Column::Id.lt(after.as_str()));
+        }
+        let mut rows = query.limit(page.size + 1).all(&self.db).await?;
+        let more = rows.len() as u64 > page.size;
+        rows.truncate(page.size as usize);
+        Ok((rows.into_iter().map(AuditEvent::from).collect(), more))
+    }
+}

@@ -1,0 +1,168 @@
+//! Queries on caller tokens. Only digests are stored; a token's name belongs to one
+//! live (unrevoked) token at a time.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, TransactionTrait, sea_query::Expr,
+};
+
+use super::{
+    Store,
+    audit::{self, NewEvent},
+    entities::caller_tokens,
+    is_unique_violation,
+};
+use crate::{
+    Error,
+    domain::caller::{CallerToken, Scopes},
+};
+
+/// A live token as the authenticator keeps it.
+#[derive(Debug, Clone)]
+pub struct LiveToken {
+    /// The token's id.
+    pub id: String,
+    /// Its SHA-256 digest, hex.
+    pub digest: String,
+    /// Its name.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Scopes,
+    /// When it stops working, if ever.
+    pub expire_time: Option<DateTime<Utc>>,
+}
+
+fn scopes_of(row: &caller_tokens::Model) -> Result<Scopes, Error> {
+    Scopes::parse_names(&row.scopes)
+        .map_err(|v| Error::Internal(format!("caller token {}: {}", row.name, v.reason).into()))
+}
+
+impl TryFrom<caller_tokens::Model> for CallerToken {
+    type Error = Error;
+
+    fn try_from(row: caller_tokens::Model) -> Result<Self, Error> {
+        Ok(CallerToken {
+            scopes: scopes_of(&row)?,
+            id: row.id,
+            name: row.name,
+            hint: row.hint,
+            create_time: row.create_time,
+            expire_time: row.expire_time,
+            revoke_time: row.revoke_time,
+            last_used_time: row.last_used_time,
+        })
+    }
+}
+
+impl Store {
+    /// Stores a new caller token by its digest.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_token(
+        &self,
+        id: String,
+        name: &str,
+        scopes: Scopes,
+        digest: String,
+        hint: String,
+        expire_time: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        event: NewEvent,
+    ) -> Result<CallerToken, Error> {
+        let txn = self.db.begin().await?;
+        let row = caller_tokens::ActiveModel {
+            id: Set(id),
+            name: Set(name.to_owned()),
+            digest: Set(digest),
+            scopes: Set(scopes.to_names()),
+            hint: Set(hint),
+            create_time: Set(now),
+            expire_time: Set(expire_time),
+            revoke_time: Set(None),
+            last_used_time: Set(None),
+        };
+        let row = match row.insert(&txn).await {
+            Ok(row) => row,
+            Err(err) if is_unique_violation(&err) => {
+                return Err(Error::AlreadyExists {
+                    what: "a live caller token with this name",
+                    field: "name",
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        audit::append(&txn, event, now).await?;
+        txn.commit().await?;
+        row.try_into()
+    }
+
+    /// Every caller token, live or not, oldest first (never the digests).
+    pub async fn list_tokens(&self) -> Result<Vec<CallerToken>, Error> {
+        caller_tokens::Entity::find()
+            .order_by_asc(caller_tokens::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(CallerToken::try_from)
+            .collect()
+    }
+
+    /// How many caller tokens were ever created.
+    pub async fn count_tokens(&self) -> Result<u64, Error> {
+        Ok(caller_tokens::Entity::find().count(&self.db).await?)
+    }
+
+    /// The tokens that are not revoked (expiry is judged at use).
+    pub async fn live_tokens(&self) -> Result<Vec<LiveToken>, Error> {
+        caller_tokens::Entity::find()
+            .filter(caller_tokens::Column::RevokeTime.is_null())
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(LiveToken {
+                    scopes: scopes_of(&row)?,
+                    id: row.id,
+                    digest: row.digest,
+                    name: row.name,
+                    expire_time: row.expire_time,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes the live token named `name`.
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+        event: NewEvent,
+    ) -> Result<(), Error> {
+        let txn = self.db.begin().await?;
+        let result = caller_tokens::Entity::update_many()
+            .col_expr(caller_tokens::Column::RevokeTime, Expr::value(now))
+            .filter(caller_tokens::Column::Name.eq(name))
+            .filter(caller_tokens::Column::RevokeTime.is_null())
+            .exec(&txn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(Error::NotFound("live caller token"));
+        }
+        audit::append(&txn, event, now).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records that the tokens `ids` were used at `now`.
+    pub async fn touch_tokens(&self, ids: &[String], now: DateTime<Utc>) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        caller_tokens::Entity::update_many()
+            .col_expr(caller_tokens::Column::LastUsedTime, Expr::value(now))
+            .filter(caller_tokens::Column::Id.is_in(ids.iter().map(String::as_str)))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}
