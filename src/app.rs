@@ -4,7 +4,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tonic::{server::NamedService, transport::server::TcpIncoming};
+use tonic::{
+    server::NamedService,
+    transport::{Certificate, Identity, ServerTlsConfig, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -71,6 +74,7 @@ pub struct App {
     tokens: TokenService,
     health: HealthReporter,
     shutdown_grace: Duration,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl App {
@@ -84,6 +88,14 @@ impl App {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
+        let tls = tls_config(&settings)?;
+        if tls.is_none() && !settings.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %settings.listen,
+                "serving plaintext gRPC on a non-loopback address: caller tokens and secrets cross the network \
+                 unencrypted; set CREDD_TLS_CERT and CREDD_TLS_KEY"
+            );
+        }
         let hasher = Hasher::new(HasherConfig {
             m_kib: settings.argon2_m_kib,
             t: settings.argon2_t,
@@ -140,6 +152,7 @@ impl App {
             tokens,
             health,
             shutdown_grace: settings.shutdown_grace,
+            tls,
         })
     }
 
@@ -194,7 +207,11 @@ impl App {
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
 
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone())?;
+        }
+        let router = builder
             .layer(AuthLayer::new(self.authenticator.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -289,6 +306,41 @@ async fn refresh_callers(authenticator: Arc<Authenticator>, store: Store) {
             tracing::warn!(error = %err, "could not record caller tokens' last use");
         }
     }
+}
+
+/// The TLS configuration from CREDD_TLS_CERT, CREDD_TLS_KEY and CREDD_TLS_CLIENT_CA,
+/// checked now so that a bad file fails start-up with a line naming its variable.
+fn tls_config(settings: &Settings) -> Result<Option<ServerTlsConfig>, StartError> {
+    let read = |variable: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| {
+            StartError::Config(format!("{variable}: cannot read {}: {err}", path.display()))
+        })
+    };
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => (read("CREDD_TLS_CERT", cert)?, read("CREDD_TLS_KEY", key)?),
+        (None, None) if settings.tls_client_ca.is_some() => {
+            return Err(StartError::Config(
+                "CREDD_TLS_CLIENT_CA needs CREDD_TLS_CERT and CREDD_TLS_KEY (mTLS runs over TLS)"
+                    .into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(StartError::Config(
+                "CREDD_TLS_CERT and CREDD_TLS_KEY must be set together".into(),
+            ));
+        }
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &settings.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("CREDD_TLS_CLIENT_CA", ca)?));
+    }
+    tonic::transport::Server::builder().tls_config(tls.clone()).map_err(|err| {
+        StartError::Config(format!(
+            "CREDD_TLS_CERT / CREDD_TLS_KEY / CREDD_TLS_CLIENT_CA: not a usable certificate, key or CA: {err}"
+        ))
+    })?;
+    Ok(Some(tls))
 }
 
 /// Writes the failed-verification counts to the audit trail once a minute.

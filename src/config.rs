@@ -2,7 +2,7 @@
 //! Every bad value fails start-up with one line naming the flag, its variable and
 //! the rule.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use secrecy::SecretString;
 
@@ -69,6 +69,18 @@ pub struct Settings {
     )]
     pub log_format: LogFormat,
 
+    /// PEM certificate chain to serve TLS with (needs CREDD_TLS_KEY).
+    #[arg(long, env = "CREDD_TLS_CERT", value_name = "PATH", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "CREDD_TLS_KEY", value_name = "PATH", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, every client must present a certificate it signed (mTLS).
+    #[arg(long, env = "CREDD_TLS_CLIENT_CA", value_name = "PATH", global = true)]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// argon2id memory per hash, in KiB (OWASP: 19456).
     #[arg(
         long = "argon2-m-kib",
@@ -116,6 +128,9 @@ impl Settings {
             default_login_domain: "login.credd.local".into(),
             log: "info,tonic=warn,h2=warn,hyper=warn".into(),
             log_format: LogFormat::Pretty,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             argon2_m_kib: 19_456,
             argon2_t: 2,
             argon2_p: 1,

@@ -13,7 +13,13 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::helpers::{Backend, TestDb, bearer};
 
-const VARIABLES: [&str; 7] = [
+const VARIABLES: [&str; 13] = [
+    "CREDD_TLS_CERT",
+    "CREDD_TLS_KEY",
+    "CREDD_TLS_CLIENT_CA",
+    "CREDD_ARGON2_M_KIB",
+    "CREDD_ARGON2_T",
+    "CREDD_ARGON2_P",
     "CREDD_LISTEN",
     "CREDD_DATABASE_URL",
     "CREDD_BOOTSTRAP_TOKEN",
@@ -210,6 +216,30 @@ async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+
+    // A second start prints no token: the first one is stored and still works.
+    let mut again = Server(
+        credd()
+            .env("CREDD_DATABASE_URL", &url)
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let channel = wait_until_serving(port).await;
+    OrgsClient::with_interceptor(channel, bearer(Some(&token)))
+        .list_orgs(ListOrgsRequest::default())
+        .await
+        .expect("the first token survives a restart");
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.0.id().to_string()])
+        .status();
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut again.0.stdout.take().unwrap(), &mut printed).unwrap();
+    assert!(
+        !printed.contains("CREDD_TOKEN"),
+        "a token is printed only on the first start: {printed}"
+    );
 }
 
 async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {

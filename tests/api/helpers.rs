@@ -232,11 +232,11 @@ async fn spawn(
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
+    // Lazy: a TLS test server refuses this plaintext channel, and its tests make
+    // their own.
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to the test server");
+        .connect_lazy();
     let authed = InterceptedService::new(channel.clone(), bearer(Some(TOKEN)));
     TestApp {
         addr,

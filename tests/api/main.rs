@@ -6,9 +6,11 @@
 mod helpers;
 
 mod app_registrations;
+mod audit;
 mod callers;
 mod cli;
 mod client_secrets;
 mod grpcurl;
 mod orgs;
 mod server;
+mod tls;
