@@ -1,6 +1,14 @@
 //! Builds the server (store, services, health, reflection, auth) and runs it.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -12,7 +20,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::Settings,
-    grpc::{AppRegistrationsGrpc, AuditGrpc, ClientSecretsGrpc, OrgsGrpc, auth::AuthLayer},
+    grpc::{AppRegistrationsGrpc, AuditGrpc, ClientSecretsGrpc, OrgsGrpc, auth::RpcLayer},
+    metrics::{METRICS, PoolLabels},
     pb::{
         self, app_registrations_server::AppRegistrationsServer, audit_server::AuditServer,
         client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
@@ -75,6 +84,19 @@ pub struct App {
     health: HealthReporter,
     shutdown_grace: Duration,
     tls: Option<ServerTlsConfig>,
+    limits: Limits,
+    metrics_listener: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+/// The limits every connection and RPC runs under.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_request_bytes: usize,
+    max_concurrent_streams: u32,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    rpc_timeout: Duration,
 }
 
 impl App {
@@ -115,6 +137,15 @@ impl App {
             source,
         })?;
 
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
+                StartError::Config(format!(
+                    "cannot listen on {addr} (CREDD_METRICS_LISTEN): {err}"
+                ))
+            })?),
+            None => None,
+        };
+
         let store = Store::connect(settings.database_url.expose_secret()).await?;
         store.migrate().await?;
         tracing::info!(backend = store.backend_name(), "store migrated");
@@ -153,6 +184,15 @@ impl App {
             health,
             shutdown_grace: settings.shutdown_grace,
             tls,
+            limits: Limits {
+                max_request_bytes: settings.max_request_bytes,
+                max_concurrent_streams: settings.max_concurrent_streams,
+                keepalive_interval: settings.keepalive_interval,
+                keepalive_timeout: settings.keepalive_timeout,
+                rpc_timeout: settings.rpc_timeout,
+            },
+            metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            metrics_listener,
         })
     }
 
@@ -190,6 +230,11 @@ impl App {
         &self.authenticator
     }
 
+    /// The address metrics are served on, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -207,35 +252,63 @@ impl App {
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
 
-        let mut builder = tonic::transport::Server::builder();
+        let limits = self.limits;
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .tcp_keepalive(Some(limits.keepalive_interval))
+            .timeout(limits.rpc_timeout)
+            .trace_fn(rpc_span);
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls.clone())?;
         }
+        let max = limits.max_request_bytes;
         let router = builder
-            .layer(AuthLayer::new(self.authenticator.clone()))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(OrgsServer::new(OrgsGrpc::new(self.orgs.clone())))
-            .add_service(ClientSecretsServer::new(ClientSecretsGrpc::new(
-                self.secrets.clone(),
-            )))
-            .add_service(AppRegistrationsServer::new(AppRegistrationsGrpc::new(
-                self.apps.clone(),
-            )))
-            .add_service(AuditServer::new(AuditGrpc::new(AuditService::new(
-                self.store.clone(),
-            ))));
+            .layer(RpcLayer::new(self.authenticator.clone()))
+            .add_service(health_service.max_decoding_message_size(max))
+            .add_service(reflection_v1.max_decoding_message_size(max))
+            .add_service(reflection_v1alpha.max_decoding_message_size(max))
+            .add_service(
+                OrgsServer::new(OrgsGrpc::new(self.orgs.clone())).max_decoding_message_size(max),
+            )
+            .add_service(
+                ClientSecretsServer::new(ClientSecretsGrpc::new(self.secrets.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                AppRegistrationsServer::new(AppRegistrationsGrpc::new(self.apps.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                AuditServer::new(AuditGrpc::new(AuditService::new(self.store.clone())))
+                    .max_decoding_message_size(max),
+            );
 
-        let background = [
+        let draining = Arc::new(AtomicBool::new(false));
+        let mut background = vec![
             tokio::spawn(refresh_callers(
                 self.authenticator.clone(),
                 self.store.clone(),
             )),
             tokio::spawn(flush_failed_verifications(self.secrets.clone())),
+            tokio::spawn(probe_store(
+                self.store.clone(),
+                self.health.clone(),
+                draining.clone(),
+            )),
         ];
+        if let Some(listener) = self.metrics_listener {
+            background.push(tokio::spawn(serve_metrics(listener)));
+        }
 
         set_status(&self.health, ServingStatus::Serving).await;
+        // Liveness says only that the process serves: a database outage turns the
+        // other services NOT_SERVING (readiness) but must not get pods restarted.
+        self.health
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        METRICS.serving.set(1);
         tracing::info!(addr = %self.local_addr, "credd serving");
 
         let health = self.health.clone();
@@ -243,7 +316,9 @@ impl App {
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
+            draining.store(true, Ordering::SeqCst);
             set_status(&health, ServingStatus::NotServing).await;
+            METRICS.serving.set(0);
             let _ = draining_tx.send(());
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
@@ -341,6 +416,96 @@ fn tls_config(settings: &Settings) -> Result<Option<ServerTlsConfig>, StartError
         ))
     })?;
     Ok(Some(tls))
+}
+
+/// The span of one RPC: the method, and the caller's W3C trace context as parent,
+/// so that a gateway's trace shows credd's work inside it. The layer records the
+/// status code, caller and request id; use cases record the org.
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        caller = tracing::field::Empty,
+        org_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&crate::telemetry::HeaderExtractor(request.headers()))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The health service name a liveness probe asks for.
+pub const LIVENESS: &str = "liveness";
+
+/// How often health checks the store, and how long one check may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps health truthful: every service and "" are SERVING only while the store
+/// answers a ping within the timeout.
+async fn probe_store(store: Store, health: HealthReporter, draining: Arc<AtomicBool>) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let answered = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
+            Ok(Ok(()))
+        );
+        let (open, idle) = store.pool_stats();
+        METRICS
+            .db_pool
+            .get_or_create(&PoolLabels {
+                state: "idle".into(),
+            })
+            .set(idle as i64);
+        METRICS
+            .db_pool
+            .get_or_create(&PoolLabels {
+                state: "in_use".into(),
+            })
+            .set(i64::from(open) - idle as i64);
+        if draining.load(Ordering::SeqCst) || answered == serving {
+            continue;
+        }
+        serving = answered;
+        if serving {
+            tracing::info!("store answers again: health SERVING");
+            set_status(&health, ServingStatus::Serving).await;
+        } else {
+            tracing::warn!("store does not answer: health NOT_SERVING until it does");
+            set_status(&health, ServingStatus::NotServing).await;
+        }
+        METRICS.serving.set(i64::from(serving));
+    }
+}
+
+/// Serves the Prometheus text exposition at /metrics.
+async fn serve_metrics(listener: TcpListener) {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                METRICS.render(),
+            )
+        }),
+    );
+    if let Err(err) = axum::serve(listener, router).await {
+        tracing::warn!(error = %err, "the metrics endpoint stopped");
+    }
 }
 
 /// Writes the failed-verification counts to the audit trail once a minute.

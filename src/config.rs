@@ -69,6 +69,16 @@ pub struct Settings {
     )]
     pub log_format: LogFormat,
 
+    /// OTLP/gRPC endpoint to export traces to (`http://otel-collector:4317`); traces
+    /// are off when unset.
+    #[arg(long, env = "CREDD_OTLP_ENDPOINT", value_name = "URL", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// Address to serve Prometheus metrics on, at /metrics (`0.0.0.0:9090`); off when
+    /// unset.
+    #[arg(long, env = "CREDD_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen, global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PEM certificate chain to serve TLS with (needs CREDD_TLS_KEY).
     #[arg(long, env = "CREDD_TLS_CERT", value_name = "PATH", global = true)]
     pub tls_cert: Option<PathBuf>,
@@ -111,6 +121,42 @@ pub struct Settings {
     )]
     pub argon2_p: u32,
 
+    /// Largest request message accepted, in bytes; larger is refused before the
+    /// handler runs.
+    #[arg(
+        long,
+        env = "CREDD_MAX_REQUEST_BYTES",
+        default_value_t = 65_536,
+        value_name = "BYTES",
+        global = true
+    )]
+    pub max_request_bytes: usize,
+
+    /// HTTP/2 streams (concurrent RPCs) one connection may have open.
+    #[arg(
+        long,
+        env = "CREDD_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256,
+        value_name = "N",
+        global = true
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Interval of HTTP/2 keepalive pings (and TCP keepalive) on idle connections.
+    #[arg(long, env = "CREDD_KEEPALIVE_INTERVAL", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_KEEPALIVE_INTERVAL"), global = true)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "CREDD_KEEPALIVE_TIMEOUT", default_value = "10s", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_KEEPALIVE_TIMEOUT"), global = true)]
+    pub keepalive_timeout: Duration,
+
+    /// Longest time one RPC may run on the server; past it the call is cancelled.
+    #[arg(long, env = "CREDD_RPC_TIMEOUT", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_RPC_TIMEOUT"), global = true)]
+    pub rpc_timeout: Duration,
+
     /// How long SIGTERM or Ctrl-C waits for in-flight calls before exiting anyway
     /// (`10s`, `1m`).
     #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
@@ -128,12 +174,19 @@ impl Settings {
             default_login_domain: "login.credd.local".into(),
             log: "info,tonic=warn,h2=warn,hyper=warn".into(),
             log_format: LogFormat::Pretty,
+            otlp_endpoint: None,
+            metrics_listen: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
             argon2_m_kib: 19_456,
             argon2_t: 2,
             argon2_p: 1,
+            max_request_bytes: 65_536,
+            max_concurrent_streams: 256,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -143,6 +196,12 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
         .map_err(|_| "CREDD_LISTEN must be an IP address and port such as 127.0.0.1:50051".into())
+}
+
+fn parse_metrics_listen(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        "CREDD_METRICS_LISTEN must be an IP address and port such as 0.0.0.0:9090".into()
+    })
 }
 
 fn parse_bootstrap_token(value: &str) -> Result<SecretString, String> {
@@ -157,6 +216,16 @@ fn parse_bootstrap_token(value: &str) -> Result<SecretString, String> {
 fn parse_login_domain(value: &str) -> Result<String, String> {
     host::parse_dns_host("CREDD_DEFAULT_LOGIN_DOMAIN", value)
         .map_err(|v| format!("{} {}", v.field, v.reason))
+}
+
+/// A parser of positive durations (`10s`, `1m`) whose error names `variable`.
+fn parse_duration_of(variable: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |value| match humantime::parse_duration(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{variable} must be a positive duration such as 10s or 1m"
+        )),
+    }
 }
 
 fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {

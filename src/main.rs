@@ -79,10 +79,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = telemetry::init(&cli.settings) {
-        eprintln!("credd: {err}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,6 +87,14 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("credd: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporter talks gRPC through tonic, so it is built inside the runtime.
+    let telemetry = match runtime.block_on(async { telemetry::init(&cli.settings) }) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("credd: {err}");
+            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async move {
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
             Command::Token(command) => token(&cli.settings, command).await,
         }
     });
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

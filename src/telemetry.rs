@@ -1,15 +1,45 @@
-//! Logging: one subscriber, pretty for people or JSON lines for shippers.
+//! Logs and traces: one subscriber, pretty for people or JSON lines for shippers,
+//! plus an OpenTelemetry layer exporting spans over OTLP/gRPC when
+//! `CREDD_OTLP_ENDPOINT` is set.
 
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, Settings};
 
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("credd: could not flush traces: {err}");
+        }
+    }
+}
+
 /// Installs the global subscriber. Logs go to stderr; stdout is kept for what an
-/// operator must copy (a generated token).
-pub fn init(settings: &Settings) -> Result<(), String> {
+/// operator must copy (a generated token). Must run inside the tokio runtime when
+/// traces are exported (the OTLP exporter uses tonic).
+pub fn init(settings: &Settings) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_new(&settings.log)
         .map_err(|err| format!("CREDD_LOG is not a valid filter: {err}"))?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = match &settings.otlp_endpoint {
+        Some(endpoint) => Some(tracer_provider(endpoint)?),
+        None => None,
+    };
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("credd")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match settings.log_format {
         LogFormat::Pretty => registry
             .with(fmt::layer().with_writer(std::io::stderr))
@@ -18,5 +48,36 @@ pub fn init(settings: &Settings) -> Result<(), String> {
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
     };
-    result.map_err(|err| format!("cannot install the logger: {err}"))
+    result.map_err(|err| format!("cannot install the logger: {err}"))?;
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|err| format!("CREDD_OTLP_ENDPOINT: cannot build the OTLP exporter: {err}"))?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let resource = Resource::builder()
+        .with_service_name("credd")
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Reads W3C trace context (`traceparent`, `tracestate`) from request headers.
+pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
 }

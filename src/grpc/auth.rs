@@ -1,12 +1,16 @@
-//! Caller authentication for every credd RPC, as a tower layer in front of the
-//! router: it sees the RPC's path, so health and reflection stay open.
+//! The layer every RPC passes through, in front of the router (so it sees the RPC's
+//! path): it authenticates credd RPCs (health and reflection stay open), checks the
+//! RPC's scope, hands the caller and request id to the handler, and records each
+//! RPC's status code and latency in its span and in the metrics.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
-use futures_util::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
 use crate::{
@@ -15,6 +19,7 @@ use crate::{
         caller::{Actor, Scope},
         ids,
     },
+    metrics::{METRICS, MethodLabels, RpcLabels},
     service::callers::Authenticator,
 };
 
@@ -22,64 +27,69 @@ use crate::{
 /// needs no token.
 const CREDD_PATH_PREFIX: &str = "/credd.";
 
-/// Adds [`Auth`] in front of a service.
+/// Adds [`Rpc`] in front of a service.
 #[derive(Clone, Debug)]
-pub struct AuthLayer {
+pub struct RpcLayer {
     authenticator: Arc<Authenticator>,
 }
 
-impl AuthLayer {
+impl RpcLayer {
     /// A layer that checks callers with `authenticator`.
     pub fn new(authenticator: Arc<Authenticator>) -> Self {
         Self { authenticator }
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
+impl<S> Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth {
+        Rpc {
             inner,
             authenticator: self.authenticator.clone(),
         }
     }
 }
 
-/// Refuses credd RPCs without a valid caller token (UNAUTHENTICATED) and hands the
-/// [`Caller`](crate::domain::caller::Caller) to the handler in the request's
-/// extensions.
+/// Refuses credd RPCs without a valid caller token (UNAUTHENTICATED) or scope
+/// (PERMISSION_DENIED), hands the [`Caller`](crate::domain::caller::Caller) and the
+/// [`Actor`] to the handler in the request's extensions, and observes the answer.
 #[derive(Clone, Debug)]
-pub struct Auth<S> {
+pub struct Rpc<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Auth<S>
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Rpc<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    ResBody: Default,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path();
-        if path.starts_with(CREDD_PATH_PREFIX) {
-            let needed = required_scope(path);
+        let started = Instant::now();
+        let method = request.uri().path().to_owned();
+        let request_id = request_id(request.headers());
+        let mut caller_name = None;
+        let mut refused = None;
+        if method.starts_with(CREDD_PATH_PREFIX) {
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
-            let checked = self
-                .authenticator
-                .authenticate(header)
-                .and_then(|caller| match needed {
+            let checked = self.authenticator.authenticate(header).and_then(|caller| {
+                match required_scope(&method) {
                     Some(scope) if caller.scopes.allow(scope) => Ok(caller),
                     Some(scope) => Err(Error::PermissionDenied(format!(
                         "this RPC needs the `{}` scope (or `admin`)",
@@ -89,23 +99,84 @@ where
                     None => Err(Error::PermissionDenied(
                         "this RPC has no scope assigned".into(),
                     )),
-                });
+                }
+            });
             match checked {
                 Ok(caller) => {
-                    let request_id = request_id(request.headers());
+                    caller_name = Some(caller.name.clone());
                     request.extensions_mut().insert(Actor {
                         caller: caller.name.clone(),
-                        request_id,
+                        request_id: request_id.clone(),
                     });
                     request.extensions_mut().insert(caller);
                 }
-                Err(err) => {
-                    let status = tonic::Status::from(err);
-                    return Either::Left(ready(Ok(status.into_http())));
-                }
+                Err(err) => refused = Some(tonic::Status::from(err)),
             }
         }
-        Either::Right(self.inner.call(request))
+        let inner = match refused {
+            Some(status) => None.ok_or(status),
+            None => Ok(self.inner.call(request)),
+        };
+        Box::pin(async move {
+            // Polled inside the RPC's span (tonic enters it around this future).
+            let span = tracing::Span::current();
+            span.record("request_id", request_id.as_str());
+            if let Some(name) = &caller_name {
+                span.record("caller", name.as_str());
+            }
+            let mut response = match inner {
+                Ok(future) => future.await?,
+                Err(status) => status.into_http(),
+            };
+            if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            // Errors travel in the headers (trailers-only); a success's status is in
+            // the trailers, so no status header means OK.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            span.record("rpc.grpc.status_code", code as i32);
+            METRICS
+                .rpc_requests
+                .get_or_create(&RpcLabels {
+                    method: method.clone(),
+                    code: code_name(code).to_owned(),
+                })
+                .inc();
+            METRICS
+                .rpc_duration
+                .get_or_create(&MethodLabels { method })
+                .observe(started.elapsed().as_secs_f64());
+            Ok(response)
+        })
+    }
+}
+
+/// The canonical upper-case name of a gRPC status code.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -92,6 +92,7 @@ impl AppService {
         input: AppInput,
     ) -> Result<AppRegistration, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         let platform = platform.ok_or_else(|| {
             Error::invalid(
                 "platform",
@@ -133,6 +134,7 @@ impl AppService {
     /// A page of the org's apps.
     pub async fn list(&self, org_id: &str, page: PageRequest) -> Result<AppPage, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         let (apps, more) = self.store.list_apps(org_id, &page).await?;
         if apps.is_empty() && page.after.is_none() && self.store.find_org(org_id).await?.is_none() {
             return Err(Error::NotFound("org"));
@@ -274,6 +276,7 @@ impl AppService {
     /// host of the org must serve.
     pub async fn association_files(&self, org_id: &str) -> Result<AssociationFiles, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         self.store
             .find_org(org_id)
             .await?

@@ -135,6 +135,16 @@ impl VerifyCounters {
     }
 
     fn count(&self, verdict: &Verdict) {
+        let outcome = match verdict {
+            Verdict::Valid { .. } => "valid",
+            Verdict::Invalid(refusal) => refusal.as_str(),
+        };
+        crate::metrics::METRICS
+            .verify_outcomes
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
         match verdict {
             Verdict::Valid { .. } => {
                 self.valid.fetch_add(1, Ordering::Relaxed);
@@ -190,6 +200,7 @@ impl SecretService {
         description: &str,
     ) -> Result<Generated, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         let description = secret::parse_description("description", description)?;
         let id = ids::new_id();
         let plaintext = secret::generate(&id)?;
@@ -220,6 +231,7 @@ impl SecretService {
         description: &str,
     ) -> Result<ClientSecret, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         secret::validate_import("plaintext", &plaintext)?;
         let description = secret::parse_description("description", description)?;
         let hint = secret::hint(plaintext.expose_secret());
@@ -250,6 +262,7 @@ impl SecretService {
         grace: Duration,
     ) -> Result<ClientSecret, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         let secret_id = match target {
             ActivationTarget::SecretId(secret_id) => {
                 if !ids::is_id(&secret_id) {
@@ -312,6 +325,7 @@ impl SecretService {
     /// A page of the org's secrets, newest first, with their state as of now.
     pub async fn list(&self, org_id: &str, page: PageRequest) -> Result<SecretPage, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         let (mut secrets, more) = self.store.list_secrets(org_id, &page).await?;
         if secrets.is_empty()
             && page.after.is_none()
@@ -341,6 +355,7 @@ impl SecretService {
         secret_id: &str,
     ) -> Result<ClientSecret, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         if !ids::is_id(secret_id) {
             return Err(Error::invalid("secret_id", "must be a secret id (a UUID)"));
         }
@@ -386,6 +401,7 @@ impl SecretService {
         self.counters.count(&verdict);
         match &verdict {
             Verdict::Valid { org_id, secret_id } => {
+                super::record_org(org_id);
                 tracing::debug!(client_id, org_id, secret_id, "client secret verified");
                 self.note_used(secret_id);
             }

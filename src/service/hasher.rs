@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::{Error, domain::ids};
+use crate::{Error, domain::ids, metrics::METRICS};
 
 const SALT_LEN: usize = 16;
 const OUTPUT_LEN: usize = 32;
@@ -154,22 +154,32 @@ impl Hasher {
         let inner = &self.inner;
         if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
             inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            METRICS.argon2_rejected.inc();
             return Err(Error::Overloaded(
                 "too many secrets are waiting to be hashed; retry shortly",
             ));
         }
+        METRICS.argon2_waiting.inc();
+        let waited = std::time::Instant::now();
         let permit = inner
             .permits
             .clone()
             .acquire_owned()
-            .instrument(tracing::debug_span!("argon2.wait"))
+            .instrument(tracing::info_span!("argon2.wait"))
             .await;
+        METRICS.argon2_waiting.dec();
+        METRICS
+            .argon2_queue_wait
+            .observe(waited.elapsed().as_secs_f64());
         inner.waiting.fetch_sub(1, Ordering::AcqRel);
         let permit = permit.map_err(|err| Error::Internal(Box::new(err)))?;
-        let span = tracing::debug_span!("argon2.work", op = name);
+        let span = tracing::info_span!("argon2.work", op = name);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(work)
+            METRICS.argon2_in_flight.inc();
+            let result = span.in_scope(work);
+            METRICS.argon2_in_flight.dec();
+            result
         })
         .await
         .map_err(|err| Error::Internal(Box::new(err)))?

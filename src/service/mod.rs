@@ -14,3 +14,8 @@ pub use audit::AuditService;
 pub use client_secrets::SecretService;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use orgs::OrgService;
+
+/// Names the org in the current RPC's span (and so in its exported trace).
+pub(crate) fn record_org(org_id: &str) {
+    tracing::Span::current().record("org_id", org_id);
+}

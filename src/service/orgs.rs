@@ -128,6 +128,7 @@ impl OrgService {
     /// Applies validated changes to the org `id`.
     pub async fn update(&self, actor: &Actor, id: &str, changes: OrgChanges) -> Result<Org, Error> {
         require_org_id("org.id", id)?;
+        super::record_org(id);
         let event = NewEvent::new(actor, "org.update", Some(id), id)
             .details(serde_json::json!({ "fields": changes.field_names() }));
         let org = self
@@ -141,6 +142,7 @@ impl OrgService {
     /// Deletes the org `id`; its client ID is never issued again.
     pub async fn delete(&self, actor: &Actor, id: &str) -> Result<(), Error> {
         require_org_id("id", id)?;
+        super::record_org(id);
         let event = NewEvent::new(actor, "org.delete", Some(id), id);
         self.store.delete_org(id, self.clock.now(), event).await?;
         tracing::info!(org_id = %id, "org deleted");
@@ -150,6 +152,7 @@ impl OrgService {
     /// The integration view of the org `org_id`.
     pub async fn integration(&self, org_id: &str) -> Result<Integration, Error> {
         require_org_id("org_id", org_id)?;
+        super::record_org(org_id);
         let org = self
             .store
             .find_org(org_id)

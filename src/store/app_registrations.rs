@@ -74,6 +74,7 @@ fn rows(models: Vec<app_registrations::Model>) -> Result<Vec<AppRegistration>, E
 
 impl Store {
     /// Registers an app for the live org `org_id`.
+    #[tracing::instrument(name = "store.insert_app", skip_all)]
     pub async fn insert_app(
         &self,
         id: String,
@@ -110,6 +111,7 @@ impl Store {
     }
 
     /// The app registration `id`.
+    #[tracing::instrument(name = "store.find_app", skip_all)]
     pub async fn find_app(&self, id: &str) -> Result<Option<AppRegistration>, Error> {
         app_registrations::Entity::find_by_id(id.to_owned())
             .one(&self.db)
@@ -119,6 +121,7 @@ impl Store {
     }
 
     /// One page of the org's apps, oldest first, and whether more follow.
+    #[tracing::instrument(name = "store.list_apps", skip_all)]
     pub async fn list_apps(
         &self,
         org_id: &str,
@@ -137,6 +140,7 @@ impl Store {
     }
 
     /// Every app of the org, oldest first.
+    #[tracing::instrument(name = "store.apps_of_org", skip_all)]
     pub async fn apps_of_org(&self, org_id: &str) -> Result<Vec<AppRegistration>, Error> {
         rows(
             app_registrations::Entity::find()
@@ -148,6 +152,7 @@ impl Store {
     }
 
     /// Every app of the live org with `client_id`.
+    #[tracing::instrument(name = "store.apps_of_client", skip_all)]
     pub async fn apps_of_client(&self, client_id: &str) -> Result<Vec<AppRegistration>, Error> {
         rows(
             app_registrations::Entity::find()
@@ -161,6 +166,7 @@ impl Store {
     }
 
     /// Replaces the validated fields of app `app.id`.
+    #[tracing::instrument(name = "store.update_app", skip_all)]
     pub async fn update_app(
         &self,
         app: &AppRegistration,
@@ -196,6 +202,7 @@ impl Store {
     }
 
     /// Deletes the app registration `id`.
+    #[tracing::instrument(name = "store.delete_app", skip_all)]
     pub async fn delete_app(
         &self,
         id: &str,

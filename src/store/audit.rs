@@ -100,11 +100,13 @@ impl From<audit_events::Model> for AuditEvent {
 impl Store {
     /// Appends an event that records no change of its own (such as failed
     /// verifications).
+    #[tracing::instrument(name = "store.append_event", skip_all)]
     pub async fn append_event(&self, event: NewEvent, now: DateTime<Utc>) -> Result<(), Error> {
         append(&self.db, event, now).await
     }
 
     /// One page of events matching `filter`, newest first, and whether more follow.
+    #[tracing::instrument(name = "store.list_events", skip_all)]
     pub async fn list_events(
         &self,
         filter: &AuditFilter,

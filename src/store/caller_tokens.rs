@@ -58,6 +58,7 @@ impl TryFrom<caller_tokens::Model> for CallerToken {
 impl Store {
     /// Stores a new caller token by its digest.
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "store.insert_token", skip_all)]
     pub async fn insert_token(
         &self,
         id: String,
@@ -97,6 +98,7 @@ impl Store {
     }
 
     /// Every caller token, live or not, oldest first (never the digests).
+    #[tracing::instrument(name = "store.list_tokens", skip_all)]
     pub async fn list_tokens(&self) -> Result<Vec<CallerToken>, Error> {
         caller_tokens::Entity::find()
             .order_by_asc(caller_tokens::Column::Id)
@@ -108,11 +110,13 @@ impl Store {
     }
 
     /// How many caller tokens were ever created.
+    #[tracing::instrument(name = "store.count_tokens", skip_all)]
     pub async fn count_tokens(&self) -> Result<u64, Error> {
         Ok(caller_tokens::Entity::find().count(&self.db).await?)
     }
 
     /// The tokens that are not revoked (expiry is judged at use).
+    #[tracing::instrument(name = "store.live_tokens", skip_all)]
     pub async fn live_tokens(&self) -> Result<Vec<LiveToken>, Error> {
         caller_tokens::Entity::find()
             .filter(caller_tokens::Column::RevokeTime.is_null())
@@ -132,6 +136,7 @@ impl Store {
     }
 
     /// Revokes the live token named `name`.
+    #[tracing::instrument(name = "store.revoke_token", skip_all)]
     pub async fn revoke_token(
         &self,
         name: &str,
@@ -154,6 +159,7 @@ impl Store {
     }
 
     /// Records that the tokens `ids` were used at `now`.
+    #[tracing::instrument(name = "store.touch_tokens", skip_all)]
     pub async fn touch_tokens(&self, ids: &[String], now: DateTime<Utc>) -> Result<(), Error> {
         if ids.is_empty() {
             return Ok(());

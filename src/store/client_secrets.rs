@@ -130,6 +130,7 @@ fn state(state: ClientSecretState) -> &'static str {
 
 impl Store {
     /// Stores a new PENDING secret of the live org `new.org_id`.
+    #[tracing::instrument(name = "store.insert_secret", skip_all)]
     pub async fn insert_secret(
         &self,
         new: NewSecret,
@@ -160,6 +161,7 @@ impl Store {
     }
 
     /// The secret `secret_id` of org `org_id`, with its hash.
+    #[tracing::instrument(name = "store.find_secret", skip_all)]
     pub async fn find_secret(
         &self,
         org_id: &str,
@@ -173,6 +175,7 @@ impl Store {
     }
 
     /// The org's imported secrets in `states` whose hint is `hint`.
+    #[tracing::instrument(name = "store.find_imported_by_hint", skip_all)]
     pub async fn find_imported_by_hint(
         &self,
         org_id: &str,
@@ -192,6 +195,7 @@ impl Store {
     }
 
     /// One page of the org's secrets, newest first, and whether more follow.
+    #[tracing::instrument(name = "store.list_secrets", skip_all)]
     pub async fn list_secrets(
         &self,
         org_id: &str,
@@ -214,6 +218,7 @@ impl Store {
     }
 
     /// The org's PENDING, ACTIVE and RETIRING secrets.
+    #[tracing::instrument(name = "store.secret_summary", skip_all)]
     pub async fn secret_summary(&self, org_id: &str) -> Result<SecretSummary, Error> {
         let current = client_secrets::Entity::find()
             .filter(client_secrets::Column::OrgId.eq(org_id))
@@ -235,6 +240,7 @@ impl Store {
     /// transaction: other RETIRING secrets become SUPERSEDED, the previous ACTIVE
     /// becomes RETIRING until `now + grace` (or SUPERSEDED when `grace` is zero).
     /// Activating the ACTIVE secret changes nothing and answers it.
+    #[tracing::instrument(name = "store.activate_secret", skip_all)]
     pub async fn activate_secret(
         &self,
         org_id: &str,
@@ -329,6 +335,7 @@ impl Store {
     }
 
     /// Revokes the secret `secret_id` of org `org_id`; it never verifies again.
+    #[tracing::instrument(name = "store.revoke_secret", skip_all)]
     pub async fn revoke_secret(
         &self,
         org_id: &str,
@@ -354,6 +361,7 @@ impl Store {
     }
 
     /// The secret `secret_id` if it belongs to the live org with `client_id`.
+    #[tracing::instrument(name = "store.verify_candidate", skip_all)]
     pub async fn verify_candidate(
         &self,
         client_id: &str,
@@ -372,6 +380,7 @@ impl Store {
 
     /// The imported ACTIVE or RETIRING secrets with hint `hint` of the live org
     /// with `client_id` (at most two, usually one or none).
+    #[tracing::instrument(name = "store.verify_import_candidates", skip_all)]
     pub async fn verify_import_candidates(
         &self,
         client_id: &str,
@@ -396,6 +405,7 @@ impl Store {
     }
 
     /// Records that `secret_id` verified at `now`.
+    #[tracing::instrument(name = "store.touch_secret", skip_all)]
     pub async fn touch_secret(&self, secret_id: &str, now: DateTime<Utc>) -> Result<(), Error> {
         client_secrets::Entity::update_many()
             .col_expr(client_secrets::Column::LastUsedTime, Expr::value(now))

@@ -43,6 +43,7 @@ pub enum OpenError {
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) without touching the schema.
+    #[tracing::instrument(name = "store.connect", skip_all)]
     pub async fn connect(url: &str) -> Result<Self, OpenError> {
         let backend = if url.starts_with("sqlite:") {
             DbBackend::Sqlite
@@ -82,11 +83,43 @@ impl Store {
     }
 
     /// Runs every pending migration.
+    ///
+    /// On PostgreSQL a session advisory lock, held on a connection of its own while
+    /// the migrations run on others, makes replicas that start together migrate one
+    /// after the other instead of racing.
+    #[tracing::instrument(name = "store.migrate", skip_all)]
     pub async fn migrate(&self) -> Result<(), OpenError> {
         use migrations::MigratorTrait as _;
-        migrations::Migrator::up(&self.db, None)
+        const MIGRATION_LOCK: i64 = 0x0063_7265_6464; // "credd" in ASCII
+        let lock_error =
+            |err: sqlx::Error| OpenError::Migrate(format!("cannot take the migration lock: {err}"));
+        let mut lock = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let mut conn = self
+                    .db
+                    .get_postgres_connection_pool()
+                    .acquire()
+                    .await
+                    .map_err(lock_error)?;
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(lock_error)?;
+                Some(conn)
+            }
+            _ => None,
+        };
+        let result = migrations::Migrator::up(&self.db, None)
             .await
-            .map_err(|err| OpenError::Migrate(db_error_line(&err)))
+            .map_err(|err| OpenError::Migrate(db_error_line(&err)));
+        if let Some(conn) = lock.as_mut() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut **conn)
+                .await;
+        }
+        result
     }
 
     /// Checks that the database answers a trivial query.
@@ -97,6 +130,21 @@ impl Store {
     /// Closes every pooled connection.
     pub async fn close(self) {
         let _ = self.db.close().await;
+    }
+
+    /// Pooled connections: (open, idle).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        }
     }
 
     /// Which database this is, for logs.
@@ -157,7 +205,14 @@ fn is_unique_violation(err: &DbErr) -> bool {
 
 impl From<DbErr> for Error {
     fn from(err: DbErr) -> Self {
-        if is_unavailable(&err) {
+        let unavailable = is_unavailable(&err);
+        crate::metrics::METRICS
+            .db_errors
+            .get_or_create(&crate::metrics::KindLabels {
+                kind: if unavailable { "unavailable" } else { "other" }.to_owned(),
+            })
+            .inc();
+        if unavailable {
             Error::Unavailable(Box::new(err))
         } else {
             Error::Internal(Box::new(err))

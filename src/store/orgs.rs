@@ -46,6 +46,7 @@ fn live() -> sea_orm::Select<orgs::Entity> {
 
 impl Store {
     /// Inserts a new org with the given id and client ID.
+    #[tracing::instrument(name = "store.insert_org", skip_all)]
     pub async fn insert_org(
         &self,
         id: String,
@@ -77,6 +78,7 @@ impl Store {
     }
 
     /// The live org with this id.
+    #[tracing::instrument(name = "store.find_org", skip_all)]
     pub async fn find_org(&self, id: &str) -> Result<Option<Org>, Error> {
         Ok(live()
             .filter(orgs::Column::Id.eq(id))
@@ -86,6 +88,7 @@ impl Store {
     }
 
     /// The live org with this client ID.
+    #[tracing::instrument(name = "store.find_org_by_client_id", skip_all)]
     pub async fn find_org_by_client_id(&self, client_id: &str) -> Result<Option<Org>, Error> {
         Ok(live()
             .filter(orgs::Column::ClientId.eq(client_id))
@@ -95,6 +98,7 @@ impl Store {
     }
 
     /// The live org with this (canonical) custom domain.
+    #[tracing::instrument(name = "store.find_org_by_custom_domain", skip_all)]
     pub async fn find_org_by_custom_domain(&self, domain: &str) -> Result<Option<Org>, Error> {
         Ok(live()
             .filter(orgs::Column::CustomDomain.eq(domain))
@@ -105,6 +109,7 @@ impl Store {
 
     /// One page of live orgs in id order (which is creation order), and whether
     /// more follow.
+    #[tracing::instrument(name = "store.list_orgs", skip_all)]
     pub async fn list_orgs(&self, page: &PageRequest) -> Result<(Vec<Org>, bool), Error> {
         let mut query = live().order_by_asc(orgs::Column::Id);
         if let Some(after) = &page.after {
@@ -117,6 +122,7 @@ impl Store {
     }
 
     /// Applies `changes` to the live org `id`.
+    #[tracing::instrument(name = "store.update_org", skip_all)]
     pub async fn update_org(
         &self,
         id: &str,
@@ -151,6 +157,7 @@ impl Store {
 
     /// Deletes the live org `id`: its secrets and app registrations go at once, and its row stays as a
     /// tombstone (so its client ID is never reissued) with the custom domain released.
+    #[tracing::instrument(name = "store.delete_org", skip_all)]
     pub async fn delete_org(
         &self,
         id: &str,

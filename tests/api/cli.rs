@@ -13,7 +13,14 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::helpers::{Backend, TestDb, bearer};
 
-const VARIABLES: [&str; 13] = [
+const VARIABLES: [&str; 20] = [
+    "CREDD_OTLP_ENDPOINT",
+    "CREDD_METRICS_LISTEN",
+    "CREDD_MAX_REQUEST_BYTES",
+    "CREDD_MAX_CONCURRENT_STREAMS",
+    "CREDD_KEEPALIVE_INTERVAL",
+    "CREDD_KEEPALIVE_TIMEOUT",
+    "CREDD_RPC_TIMEOUT",
     "CREDD_TLS_CERT",
     "CREDD_TLS_KEY",
     "CREDD_TLS_CLIENT_CA",

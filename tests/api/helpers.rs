@@ -181,6 +181,7 @@ pub struct TestApp {
     pub database_url: String,
     pub secret_service: credd::service::SecretService,
     pub authenticator: Arc<credd::service::callers::Authenticator>,
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), credd::app::StartError>>>,
     _db: TestDb,
@@ -208,6 +209,19 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     spawn(backend, adjust, Arc::new(SystemClock)).await
 }
 
+/// [`spawn_app`] with the database URL passed through `map_url` (a proxy, say).
+pub async fn spawn_app_with_url(backend: Backend, map_url: impl FnOnce(&str) -> String) -> TestApp {
+    spawn(
+        backend,
+        |settings| {
+            let url = secrecy::ExposeSecret::expose_secret(&settings.database_url).to_owned();
+            settings.database_url = map_url(&url).into();
+        },
+        Arc::new(SystemClock),
+    )
+    .await
+}
+
 /// [`spawn_app`] on a clock the test moves.
 pub async fn spawn_app_with_clock(backend: Backend, clock: Arc<ManualClock>) -> TestApp {
     spawn(backend, |_| {}, clock).await
@@ -228,6 +242,7 @@ async fn spawn(
     let addr = app.local_addr();
     let secret_service = app.secrets().clone();
     let authenticator = app.authenticator().clone();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -249,6 +264,7 @@ async fn spawn(
         database_url,
         secret_service,
         authenticator,
+        metrics_addr,
         shutdown: Some(tx),
         server: Some(server),
         _db: db,

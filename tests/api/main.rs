@@ -11,6 +11,8 @@ mod callers;
 mod cli;
 mod client_secrets;
 mod grpcurl;
+mod operations;
 mod orgs;
 mod server;
 mod tls;
+mod traces;

@@ -1,0 +1,208 @@
+//! Prometheus metrics: one process-wide registry, rendered as text on
+//! `CREDD_METRICS_LISTEN` (off when unset).
+
+use std::sync::LazyLock;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// An RPC and the gRPC status code it answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `/package.Service/Method`.
+    pub method: String,
+    /// The gRPC status code name (`OK`, `INVALID_ARGUMENT`, …).
+    pub code: String,
+}
+
+/// An RPC.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// `/package.Service/Method`.
+    pub method: String,
+}
+
+/// A verification outcome: `valid`, or the reason it was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `valid`, `mismatch`, `unknown`, `bad_checksum`, …
+    pub outcome: String,
+}
+
+/// A verify cache lookup result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
+/// A kind of database error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `unavailable` or `other`.
+    pub kind: String,
+}
+
+/// Pool connection states.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `idle` or `in_use`.
+    pub state: String,
+}
+
+/// Every metric credd exports.
+pub struct Metrics {
+    registry: Registry,
+    /// RPCs by method and status code.
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    /// RPC latency by method, seconds.
+    pub rpc_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// Verifications by outcome.
+    pub verify_outcomes: Family<OutcomeLabels, Counter>,
+    /// Verify cache lookups by result.
+    pub verify_cache: Family<CacheLabels, Counter>,
+    /// Verifications refused by the per-client throttle.
+    pub verify_throttled: Counter,
+    /// argon2 computations running now.
+    pub argon2_in_flight: Gauge,
+    /// Callers waiting for an argon2 worker now.
+    pub argon2_waiting: Gauge,
+    /// Time spent waiting for an argon2 worker, seconds.
+    pub argon2_queue_wait: Histogram,
+    /// Hashes refused because the wait queue was full.
+    pub argon2_rejected: Counter,
+    /// Database errors by kind.
+    pub db_errors: Family<KindLabels, Counter>,
+    /// Pooled database connections by state.
+    pub db_pool: Family<PoolLabels, Gauge>,
+    /// 1 while health reports SERVING, 0 otherwise.
+    pub serving: Gauge,
+    /// Resident memory of the process, bytes.
+    pub resident_memory: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("credd");
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        let rpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
+        );
+        let verify_outcomes = Family::<OutcomeLabels, Counter>::default();
+        let verify_cache = Family::<CacheLabels, Counter>::default();
+        let verify_throttled = Counter::default();
+        let argon2_in_flight = Gauge::default();
+        let argon2_waiting = Gauge::default();
+        let argon2_queue_wait = Histogram::new(latency_buckets());
+        let argon2_rejected = Counter::default();
+        let db_errors = Family::<KindLabels, Counter>::default();
+        let db_pool = Family::<PoolLabels, Gauge>::default();
+        let serving = Gauge::default();
+        let resident_memory = Gauge::default();
+        registry.register(
+            "rpc_requests",
+            "RPCs by method and gRPC status code",
+            rpc_requests.clone(),
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "RPC latency by method",
+            rpc_duration.clone(),
+        );
+        registry.register(
+            "verify_outcomes",
+            "Client secret verifications by outcome",
+            verify_outcomes.clone(),
+        );
+        registry.register(
+            "verify_cache_lookups",
+            "Verify cache lookups by result",
+            verify_cache.clone(),
+        );
+        registry.register(
+            "verify_throttled",
+            "Verifications refused by the per-client throttle",
+            verify_throttled.clone(),
+        );
+        registry.register(
+            "argon2_in_flight",
+            "argon2 computations running now",
+            argon2_in_flight.clone(),
+        );
+        registry.register(
+            "argon2_waiting",
+            "Callers waiting for an argon2 worker now",
+            argon2_waiting.clone(),
+        );
+        registry.register(
+            "argon2_queue_wait_seconds",
+            "Time waited for an argon2 worker",
+            argon2_queue_wait.clone(),
+        );
+        registry.register(
+            "argon2_rejected",
+            "Hashes refused because the wait queue was full",
+            argon2_rejected.clone(),
+        );
+        registry.register("db_errors", "Database errors by kind", db_errors.clone());
+        registry.register(
+            "db_pool_connections",
+            "Pooled database connections by state",
+            db_pool.clone(),
+        );
+        registry.register("serving", "1 while health reports SERVING", serving.clone());
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            resident_memory.clone(),
+        );
+        Self {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            verify_outcomes,
+            verify_cache,
+            verify_throttled,
+            argon2_in_flight,
+            argon2_waiting,
+            argon2_queue_wait,
+            argon2_rejected,
+            db_errors,
+            db_pool,
+            serving,
+            resident_memory,
+        }
+    }
+
+    /// The text exposition of every metric, with process memory read now.
+    pub fn render(&self) -> String {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
+        }
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// Resident set size from /proc (Linux); `None` elsewhere.
+fn resident_memory_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
