@@ -30,8 +30,10 @@ use crate::{
         AppService, AuditService, Clock, OrgService, SecretService, SystemClock,
         callers::{Authenticator, TokenService},
         hasher::{Hasher, HasherConfig},
+        throttle::Throttle,
+        verify_cache::{self, VerifyCache},
     },
-    store::{OpenError, Store},
+    store::{OpenError, Store, changes::ChangeFeed},
 };
 
 /// Why the server could not start. Each displays as one line for the operator.
@@ -122,7 +124,10 @@ impl App {
             m_kib: settings.argon2_m_kib,
             t: settings.argon2_t,
             p: settings.argon2_p,
-            ..HasherConfig::owasp()
+            workers: settings
+                .argon2_workers
+                .unwrap_or(HasherConfig::owasp().workers),
+            queue: settings.argon2_queue,
         })
         .map_err(StartError::Config)?;
         let listener =
@@ -162,7 +167,18 @@ impl App {
             .await
             .map_err(|err| StartError::Config(format!("cannot read caller tokens: {err}")))?;
         let tokens = TokenService::new(store.clone(), clock.clone());
-        let secrets = SecretService::new(store.clone(), hasher, clock.clone());
+        let cache_ttl = chrono::Duration::from_std(settings.verify_cache_ttl)
+            .map_err(|_| StartError::Config("CREDD_VERIFY_CACHE_TTL is too long".into()))?;
+        let secrets = SecretService::new(
+            store.clone(),
+            hasher,
+            clock.clone(),
+            VerifyCache::new(cache_ttl, verify_cache::DEFAULT_CAPACITY),
+            Throttle::new(
+                settings.verify_throttle_rate,
+                settings.verify_throttle_burst,
+            ),
+        );
         let apps = AppService::new(store.clone(), clock.clone());
         let orgs = OrgService::new(
             store.clone(),
@@ -292,10 +308,15 @@ impl App {
                 self.store.clone(),
             )),
             tokio::spawn(flush_failed_verifications(self.secrets.clone())),
+            tokio::spawn(follow_changes(
+                self.store.clone(),
+                self.secrets.cache().clone(),
+            )),
             tokio::spawn(probe_store(
                 self.store.clone(),
                 self.health.clone(),
                 draining.clone(),
+                self.secrets.cache().clone(),
             )),
         ];
         if let Some(listener) = self.metrics_listener {
@@ -453,7 +474,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps health truthful: every service and "" are SERVING only while the store
 /// answers a ping within the timeout.
-async fn probe_store(store: Store, health: HealthReporter, draining: Arc<AtomicBool>) {
+async fn probe_store(
+    store: Store,
+    health: HealthReporter,
+    draining: Arc<AtomicBool>,
+    cache: Arc<VerifyCache>,
+) {
     let mut serving = true;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
@@ -483,6 +509,8 @@ async fn probe_store(store: Store, health: HealthReporter, draining: Arc<AtomicB
             set_status(&health, ServingStatus::Serving).await;
         } else {
             tracing::warn!("store does not answer: health NOT_SERVING until it does");
+            // Changes made meanwhile cannot reach us: cached verdicts go too.
+            cache.clear();
             set_status(&health, ServingStatus::NotServing).await;
         }
         METRICS.serving.set(i64::from(serving));
@@ -505,6 +533,61 @@ async fn serve_metrics(listener: TcpListener) {
     );
     if let Err(err) = axum::serve(listener, router).await {
         tracing::warn!(error = %err, "the metrics endpoint stopped");
+    }
+}
+
+/// How often a SQLite store's change counter is polled.
+const CHANGE_POLL: Duration = Duration::from_millis(250);
+
+/// Keeps the verdict cache true to changes other processes make: PostgreSQL
+/// notifications name the org to forget; a SQLite change counter that moved, or a
+/// feed that broke, forgets everything.
+async fn follow_changes(store: Store, cache: Arc<VerifyCache>) {
+    loop {
+        match store.change_feed().await {
+            Ok(ChangeFeed::Notifications(mut listener)) => {
+                // Whatever changed while nobody listened is unknown.
+                cache.clear();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => cache.forget_org(notification.payload()),
+                        Ok(None) => {
+                            tracing::warn!(
+                                "change notifications interrupted: forgetting every cached verification"
+                            );
+                            cache.clear();
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "change notifications lost: forgetting every cached verification");
+                            cache.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(ChangeFeed::Counter(store)) => {
+                let mut seen = store.change_version().await.ok();
+                loop {
+                    tokio::time::sleep(CHANGE_POLL).await;
+                    match store.change_version().await {
+                        Ok(version) if Some(version) == seen => {}
+                        Ok(version) => {
+                            cache.clear();
+                            seen = Some(version);
+                        }
+                        Err(_) => {
+                            cache.clear();
+                            seen = None;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot follow changes: forgetting every cached verification");
+                cache.clear();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -157,6 +157,42 @@ pub struct Settings {
           value_parser = parse_duration_of("CREDD_RPC_TIMEOUT"), global = true)]
     pub rpc_timeout: Duration,
 
+    /// How long a successful verification is cached (`5m`; `0` disables the cache).
+    #[arg(long, env = "CREDD_VERIFY_CACHE_TTL", default_value = "5m", value_name = "DURATION",
+          value_parser = parse_cache_ttl, global = true)]
+    pub verify_cache_ttl: Duration,
+
+    /// Uncached (argon2) verifications per second allowed per client ID; 0 turns the
+    /// throttle off.
+    #[arg(long, env = "CREDD_VERIFY_THROTTLE_RATE", default_value_t = 50.0, value_name = "PER_SECOND",
+          value_parser = parse_rate, global = true)]
+    pub verify_throttle_rate: f64,
+
+    /// Burst of uncached verifications a client may make before the rate applies.
+    #[arg(
+        long,
+        env = "CREDD_VERIFY_THROTTLE_BURST",
+        default_value_t = 100,
+        value_name = "N",
+        global = true
+    )]
+    pub verify_throttle_burst: u32,
+
+    /// argon2 computations that run at once (default: one per core); each owns a
+    /// pre-allocated memory block.
+    #[arg(long, env = "CREDD_ARGON2_WORKERS", value_name = "N", global = true)]
+    pub argon2_workers: Option<usize>,
+
+    /// Callers that may wait for an argon2 worker; past it, RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CREDD_ARGON2_QUEUE",
+        default_value_t = 1024,
+        value_name = "N",
+        global = true
+    )]
+    pub argon2_queue: usize,
+
     /// How long SIGTERM or Ctrl-C waits for in-flight calls before exiting anyway
     /// (`10s`, `1m`).
     #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
@@ -187,6 +223,11 @@ impl Settings {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(30),
+            verify_cache_ttl: Duration::from_secs(300),
+            verify_throttle_rate: 50.0,
+            verify_throttle_burst: 100,
+            argon2_workers: None,
+            argon2_queue: 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -225,6 +266,25 @@ fn parse_duration_of(variable: &'static str) -> impl Fn(&str) -> Result<Duration
         _ => Err(format!(
             "{variable} must be a positive duration such as 10s or 1m"
         )),
+    }
+}
+
+fn parse_cache_ttl(value: &str) -> Result<Duration, String> {
+    if value == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value).map_err(|_| {
+        "CREDD_VERIFY_CACHE_TTL must be a duration such as 5m, or 0 to disable the cache".into()
+    })
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate >= 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(
+            "CREDD_VERIFY_THROTTLE_RATE must be a number of verifications per second, 0 or more"
+                .into(),
+        ),
     }
 }
 

@@ -8,6 +8,7 @@ mod m20261122_000002_create_client_secrets;
 mod m20261122_000003_create_app_registrations;
 mod m20261122_000004_create_audit_events;
 mod m20261122_000005_create_caller_tokens;
+mod m20261122_000006_create_change_counter;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_app_registrations::Migration),
             Box::new(m20261122_000004_create_audit_events::Migration),
             Box::new(m20261122_000005_create_caller_tokens::Migration),
+            Box::new(m20261122_000006_create_change_counter::Migration),
         ]
     }
 }

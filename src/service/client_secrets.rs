@@ -20,7 +20,13 @@ use crate::{
         paging::{PageRequest, next_page_token},
         secret::{self, ClientSecret, ClientSecretState, Presented},
     },
-    service::{Clock, hasher::Hasher, orgs::require_org_id},
+    service::{
+        Clock,
+        hasher::Hasher,
+        orgs::require_org_id,
+        throttle::Throttle,
+        verify_cache::{CachedVerdict, VerifyCache},
+    },
     store::{
         Store,
         audit::NewEvent,
@@ -116,6 +122,15 @@ pub enum Verdict {
     Invalid(Refusal),
 }
 
+/// What [`SecretService::verify`] learned besides the verdict.
+struct Judged {
+    verdict: Verdict,
+    /// The org concerned, when a candidate secret showed it.
+    org_id: Option<String>,
+    /// A RETIRING secret's grace end, where a cached success must stop.
+    expiry: Option<DateTime<Utc>>,
+}
+
 /// Counts of verification outcomes since start.
 #[derive(Debug, Default)]
 pub struct VerifyCounters {
@@ -165,18 +180,29 @@ pub struct SecretService {
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     counters: Arc<VerifyCounters>,
+    cache: Arc<VerifyCache>,
+    throttle: Arc<Throttle>,
     failed_by_org: Arc<Mutex<HashMap<String, u64>>>,
     last_used_written: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
 }
 
 impl SecretService {
-    /// The service over `store`, hashing with `hasher`.
-    pub fn new(store: Store, hasher: Hasher, clock: Arc<dyn Clock>) -> Self {
+    /// The service over `store`, hashing with `hasher`, caching successes in `cache`
+    /// and throttling cold work with `throttle`.
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        clock: Arc<dyn Clock>,
+        cache: VerifyCache,
+        throttle: Throttle,
+    ) -> Self {
         Self {
             store,
             hasher,
             clock,
             counters: Arc::default(),
+            cache: Arc::new(cache),
+            throttle: Arc::new(throttle),
             failed_by_org: Arc::default(),
             last_used_written: Arc::default(),
         }
@@ -284,6 +310,7 @@ impl SecretService {
                     .details(serde_json::json!({ "grace_seconds": grace.num_seconds() })),
             )
             .await?;
+        self.cache.forget_org(org_id);
         tracing::info!(org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret activated");
         Ok(secret)
     }
@@ -368,6 +395,7 @@ impl SecretService {
                 NewEvent::new(actor, "secret.revoke", Some(org_id), secret_id),
             )
             .await?;
+        self.cache.forget_org(org_id);
         tracing::info!(org_id, secret_id, "client secret revoked");
         Ok(secret)
     }
@@ -391,19 +419,46 @@ impl SecretService {
 
     /// Checks a client ID and secret. Every refusal is the same `Invalid` to the
     /// caller; the reason is logged and counted. A store outage is an error, never
-    /// a verdict.
+    /// a verdict. A cached success costs no argon2 work and no database round trip;
+    /// uncached work is throttled per client (`Overloaded`, never a wrong `false`).
     pub async fn verify(
         &self,
         client_id: &str,
         client_secret: SecretString,
     ) -> Result<Verdict, Error> {
-        let (verdict, org_id) = self.judge(client_id, client_secret).await?;
-        self.counters.count(&verdict);
-        match &verdict {
+        let now = self.clock.now();
+        let key = self
+            .cache
+            .enabled()
+            .then(|| self.cache.key(client_id, client_secret.expose_secret()));
+        if let Some(key) = &key
+            && let Some(hit) = self.cache.get(key, now)
+        {
+            let verdict = Verdict::Valid {
+                org_id: hit.org_id.to_string(),
+                secret_id: hit.secret_id.to_string(),
+            };
+            self.counters.count(&verdict);
+            super::record_org(&hit.org_id);
+            self.note_used(&hit.secret_id);
+            return Ok(verdict);
+        }
+        let generation = self.cache.generation();
+        let judged = self.judge(client_id, client_secret).await?;
+        self.counters.count(&judged.verdict);
+        match &judged.verdict {
             Verdict::Valid { org_id, secret_id } => {
                 super::record_org(org_id);
                 tracing::debug!(client_id, org_id, secret_id, "client secret verified");
                 self.note_used(secret_id);
+                if let Some(key) = key {
+                    let cached = CachedVerdict {
+                        org_id: org_id.as_str().into(),
+                        secret_id: secret_id.as_str().into(),
+                    };
+                    self.cache
+                        .insert(key, cached, now, judged.expiry, generation);
+                }
             }
             Verdict::Invalid(refusal) => {
                 tracing::info!(
@@ -411,25 +466,33 @@ impl SecretService {
                     reason = refusal.as_str(),
                     "client secret refused"
                 );
-                self.count_failure(client_id, org_id).await;
+                self.count_failure(client_id, judged.org_id).await;
             }
         }
-        Ok(verdict)
+        Ok(judged.verdict)
     }
 
-    /// The verdict, and the org concerned when a candidate secret showed it.
-    async fn judge(
-        &self,
-        client_id: &str,
-        client_secret: SecretString,
-    ) -> Result<(Verdict, Option<String>), Error> {
+    /// Forgets the cached verifications of `org_id` (after a write that changes them).
+    pub fn forget_org(&self, org_id: &str) {
+        self.cache.forget_org(org_id);
+    }
+
+    /// The verdict cache (the change feed and tests reach it here).
+    pub fn cache(&self) -> &Arc<VerifyCache> {
+        &self.cache
+    }
+
+    async fn judge(&self, client_id: &str, client_secret: SecretString) -> Result<Judged, Error> {
+        let refused = |refusal| Judged {
+            verdict: Verdict::Invalid(refusal),
+            org_id: None,
+            expiry: None,
+        };
         if !ids::is_client_id(client_id) {
-            return Ok((Verdict::Invalid(Refusal::MalformedClientId), None));
+            return Ok(refused(Refusal::MalformedClientId));
         }
         let candidates: Vec<Candidate> = match secret::classify(client_secret.expose_secret()) {
-            Presented::Malformed(reason) => {
-                return Ok((Verdict::Invalid(Refusal::MalformedSecret(reason)), None));
-            }
+            Presented::Malformed(reason) => return Ok(refused(Refusal::MalformedSecret(reason))),
             Presented::Generated { secret_id } => self
                 .store
                 .verify_candidate(client_id, &secret_id)
@@ -442,14 +505,20 @@ impl SecretService {
                     .await?
             }
         };
+        // Everything past here costs argon2 work: the client's bucket pays for it.
+        if !self.throttle.allow(client_id) {
+            return Err(Error::Overloaded(
+                "too many uncached verifications for this client; retry shortly",
+            ));
+        }
         let now = self.clock.now();
-        let mut refusal = Refusal::Unknown;
-        let mut org_id = None;
+        let mut judged = refused(Refusal::Unknown);
         let mut hashed = false;
         for candidate in candidates {
-            org_id = Some(candidate.secret.org_id.clone());
+            judged.org_id = Some(candidate.secret.org_id.clone());
             if !candidate.secret.verifies_at(now) {
-                refusal = Refusal::NotVerifiable(candidate.secret.state_at(now));
+                judged.verdict =
+                    Verdict::Invalid(Refusal::NotVerifiable(candidate.secret.state_at(now)));
                 continue;
             }
             hashed = true;
@@ -458,20 +527,23 @@ impl SecretService {
                 .verify(client_secret.clone(), Some(candidate.phc))
                 .await?
             {
-                let verdict = Verdict::Valid {
+                judged.expiry = (candidate.secret.state == ClientSecretState::Retiring)
+                    .then_some(candidate.secret.expire_time)
+                    .flatten();
+                judged.verdict = Verdict::Valid {
                     org_id: candidate.secret.org_id,
                     secret_id: candidate.secret.id,
                 };
-                return Ok((verdict, org_id));
+                return Ok(judged);
             }
-            refusal = Refusal::Mismatch;
+            judged.verdict = Verdict::Invalid(Refusal::Mismatch);
         }
         if !hashed {
             // The same argon2 work as a real check, so that timing does not tell
             // unknown clients or unusable secrets from wrong ones.
             self.hasher.verify(client_secret, None).await?;
         }
-        Ok((Verdict::Invalid(refusal), org_id))
+        Ok(judged)
     }
 
     /// Counts a failed verification against its org (when the client exists), for

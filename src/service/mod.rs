@@ -8,6 +8,8 @@ pub mod client_secrets;
 pub mod clock;
 pub mod hasher;
 pub mod orgs;
+pub mod throttle;
+pub mod verify_cache;
 
 pub use app_registrations::AppService;
 pub use audit::AuditService;

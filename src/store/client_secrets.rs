@@ -328,6 +328,7 @@ impl Store {
             }
             Err(err) => return Err(err.into()),
         }
+        super::changes::announce(&txn, org_id).await?;
         let activated = find_in(&txn, org_id, secret_id).await?.try_into()?;
         audit::append(&txn, event, now).await?;
         txn.commit().await?;
@@ -354,6 +355,7 @@ impl Store {
         let mut row: client_secrets::ActiveModel = row.into();
         row.state = Set(state(ClientSecretState::Revoked).to_owned());
         row.revoke_time = Set(Some(now));
+        super::changes::announce(&txn, org_id).await?;
         let row = row.update(&txn).await?;
         audit::append(&txn, event, now).await?;
         txn.commit().await?;

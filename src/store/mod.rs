@@ -6,6 +6,7 @@
 pub mod app_registrations;
 pub mod audit;
 pub mod caller_tokens;
+pub mod changes;
 pub mod client_secrets;
 mod entities;
 pub mod orgs;

@@ -187,6 +187,7 @@ impl Store {
             .filter(app_registrations::Column::OrgId.eq(id))
             .exec(&txn)
             .await?;
+        super::changes::announce(&txn, id).await?;
         audit::append(&txn, event, now).await?;
         txn.commit().await?;
         Ok(())

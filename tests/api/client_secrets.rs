@@ -908,6 +908,24 @@ async fn a_store_outage_answers_unavailable_never_a_verdict() {
         .await
         .unwrap();
 
+    // The right secret's verdict was cached; credd forgets the cache as soon as it
+    // notices the outage (its notification connection drops). Until then it may
+    // answer the cached `true`, never `false`.
+    let noticed = std::time::Instant::now();
+    loop {
+        match verify_raw(&mut app, &acme.client_id, &good.plaintext).await {
+            Ok(answer) => assert!(answer.valid, "never a false for the right secret"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                break;
+            }
+        }
+        assert!(
+            noticed.elapsed() < Duration::from_secs(5),
+            "the outage was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for candidate in [good.plaintext.clone(), IMPORTED.to_owned()] {
         let outcome = verify_raw(&mut app, &acme.client_id, &candidate).await;
         let status = outcome.expect_err("an unreachable store is never a verdict");

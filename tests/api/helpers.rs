@@ -76,6 +76,8 @@ pub enum TestDb {
     Sqlite { _dir: tempfile::TempDir },
     /// The admin URL and the name of the created database.
     Postgres { admin_url: String, name: String },
+    /// Another server's database, left to that server to remove.
+    Shared,
 }
 
 impl TestDb {
@@ -220,6 +222,20 @@ pub async fn spawn_app_with_url(backend: Backend, map_url: impl FnOnce(&str) -> 
         Arc::new(SystemClock),
     )
     .await
+}
+
+/// A second server on `first`'s database (another replica or process).
+pub async fn spawn_replica(first: &TestApp) -> TestApp {
+    let url = first.database_url.clone();
+    let mut replica = spawn(
+        first.backend.clone(),
+        |settings| settings.database_url = url.as_str().into(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    // The replica shares the database; only the first drops it.
+    replica._db = TestDb::Shared;
+    replica
 }
 
 /// [`spawn_app`] on a clock the test moves.

@@ -16,3 +16,4 @@ mod orgs;
 mod server;
 mod tls;
 mod traces;
+mod verify_at_scale;

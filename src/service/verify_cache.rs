@@ -1,0 +1,265 @@
+//! The verdict cache: successful verifications only, keyed by an HMAC of the client
+//! ID and secret under a per-process random key (the secret itself is never kept),
+//! bounded in size and time.
+//!
+//! Invalidation: writes that change an org's verifications forget that org's
+//! entries at once in this process; other processes learn of them through the
+//! store's change feed. Every invalidation also bumps a generation, and a verdict
+//! computed before it is not cached after it, so a verification racing a rotation
+//! cannot put a stale "valid" back.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::{DateTime, Duration, Utc};
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::{
+    domain::ids,
+    metrics::{CacheLabels, METRICS},
+};
+
+/// The most entries the cache holds.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+type Key = [u8; 32];
+
+#[derive(Debug, Clone)]
+struct Entry {
+    org_id: Arc<str>,
+    secret_id: Arc<str>,
+    until: DateTime<Utc>,
+}
+
+/// A cached successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedVerdict {
+    /// The org.
+    pub org_id: Arc<str>,
+    /// The secret that verified.
+    pub secret_id: Arc<str>,
+}
+
+/// Successful verifications, for a bounded time.
+pub struct VerifyCache {
+    key: [u8; 32],
+    ttl: Duration,
+    capacity: usize,
+    entries: RwLock<HashMap<Key, Entry>>,
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for VerifyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyCache")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyCache {
+    /// A cache keeping verdicts for `ttl` (zero disables it), at most `capacity`.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            key: ids::random_bytes(),
+            ttl,
+            capacity,
+            entries: RwLock::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether verdicts are cached at all.
+    pub fn enabled(&self) -> bool {
+        self.ttl > Duration::zero() && self.capacity > 0
+    }
+
+    /// The cache key of a client ID and secret: HMAC-SHA-256 under this process's key.
+    pub fn key(&self, client_id: &str, secret: &str) -> Key {
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!());
+        mac.update(client_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(secret.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The cached verdict for `key`, if one is still good at `now`.
+    pub fn get(&self, key: &Key, now: DateTime<Utc>) -> Option<CachedVerdict> {
+        let found = self
+            .entries
+            .read()
+            .ok()
+            .and_then(|entries| entries.get(key).filter(|e| e.until > now).cloned())
+            .map(|e| CachedVerdict {
+                org_id: e.org_id,
+                secret_id: e.secret_id,
+            });
+        let result = if found.is_some() { "hit" } else { "miss" };
+        METRICS
+            .verify_cache
+            .get_or_create(&CacheLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+        found
+    }
+
+    /// The current generation; read it before looking a verdict up in the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Caches a successful verification until `now + ttl`, or `expiry` when that is
+    /// earlier (a RETIRING secret's grace end), unless an invalidation happened
+    /// since `generation` was read.
+    pub fn insert(
+        &self,
+        key: Key,
+        verdict: CachedVerdict,
+        now: DateTime<Utc>,
+        expiry: Option<DateTime<Utc>>,
+        generation: u64,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let until = match expiry {
+            Some(expiry) => expiry.min(now + self.ttl),
+            None => now + self.ttl,
+        };
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        // Checked under the write lock, which invalidations also take.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| e.until > now);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            Entry {
+                org_id: verdict.org_id,
+                secret_id: verdict.secret_id,
+                until,
+            },
+        );
+    }
+
+    /// Forgets every verdict of `org_id`.
+    pub fn forget_org(&self, org_id: &str) {
+        if let Ok(mut entries) = self.entries.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entries.retain(|_, e| &*e.org_id != org_id);
+        }
+    }
+
+    /// Forgets everything (another process changed something we cannot pin down,
+    /// or the change feed was interrupted).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entries.clear();
+        }
+    }
+
+    /// How many verdicts are cached.
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(org: &str) -> CachedVerdict {
+        CachedVerdict {
+            org_id: org.into(),
+            secret_id: "s".into(),
+        }
+    }
+
+    #[test]
+    fn keys_depend_on_both_parts_and_the_process_key() {
+        let cache = VerifyCache::new(Duration::minutes(5), 10);
+        assert_eq!(cache.key("c", "s"), cache.key("c", "s"));
+        assert_ne!(cache.key("c", "s"), cache.key("c", "t"));
+        assert_ne!(cache.key("cs", ""), cache.key("c", "s"));
+        assert_ne!(
+            VerifyCache::new(Duration::minutes(5), 10).key("c", "s"),
+            cache.key("c", "s")
+        );
+    }
+
+    #[test]
+    fn entries_expire_at_the_ttl_or_the_grace_end() {
+        let cache = VerifyCache::new(Duration::minutes(5), 10);
+        let now = Utc::now();
+        let (a, b) = (cache.key("c", "a"), cache.key("c", "b"));
+        cache.insert(a, verdict("o"), now, None, cache.generation());
+        cache.insert(
+            b,
+            verdict("o"),
+            now,
+            Some(now + Duration::seconds(60)),
+            cache.generation(),
+        );
+        assert!(cache.get(&a, now + Duration::seconds(299)).is_some());
+        assert!(cache.get(&a, now + Duration::seconds(300)).is_none());
+        assert!(cache.get(&b, now + Duration::seconds(59)).is_some());
+        assert!(cache.get(&b, now + Duration::seconds(60)).is_none());
+    }
+
+    #[test]
+    fn forgetting_an_org_and_racing_inserts() {
+        let cache = VerifyCache::new(Duration::minutes(5), 10);
+        let now = Utc::now();
+        let (a, b) = (cache.key("c", "a"), cache.key("d", "b"));
+        cache.insert(a, verdict("o1"), now, None, cache.generation());
+        cache.insert(b, verdict("o2"), now, None, cache.generation());
+        let seen = cache.generation();
+        cache.forget_org("o1");
+        assert!(cache.get(&a, now).is_none());
+        assert!(cache.get(&b, now).is_some());
+        // A verdict computed before the invalidation is not cached after it.
+        cache.insert(a, verdict("o1"), now, None, seen);
+        assert!(cache.get(&a, now).is_none());
+    }
+
+    #[test]
+    fn it_stays_within_its_capacity_and_can_be_off() {
+        let cache = VerifyCache::new(Duration::minutes(5), 3);
+        let now = Utc::now();
+        for i in 0..10 {
+            cache.insert(
+                cache.key("c", &i.to_string()),
+                verdict("o"),
+                now,
+                None,
+                cache.generation(),
+            );
+            assert!(cache.len() <= 3);
+        }
+        let off = VerifyCache::new(Duration::zero(), 3);
+        off.insert(off.key("c", "s"), verdict("o"), now, None, off.generation());
+        assert!(off.is_empty());
+    }
+}
