@@ -431,17 +431,25 @@ impl SecretService {
             .cache
             .enabled()
             .then(|| self.cache.key(client_id, client_secret.expose_secret()));
-        if let Some(key) = &key
-            && let Some(hit) = self.cache.get(key, now)
-        {
-            let verdict = Verdict::Valid {
-                org_id: hit.org_id.to_string(),
-                secret_id: hit.secret_id.to_string(),
-            };
-            self.counters.count(&verdict);
-            super::record_org(&hit.org_id);
-            self.note_used(&hit.secret_id);
-            return Ok(verdict);
+        // Held until the verdict is cached: identical concurrent verifications wait.
+        let mut _leader = None;
+        if let Some(key) = &key {
+            loop {
+                if let Some(hit) = self.cache.get(key, now) {
+                    let verdict = Verdict::Valid {
+                        org_id: hit.org_id.to_string(),
+                        secret_id: hit.secret_id.to_string(),
+                    };
+                    self.counters.count(&verdict);
+                    super::record_org(&hit.org_id);
+                    self.note_used(&hit.secret_id);
+                    return Ok(verdict);
+                }
+                if let Some(leader) = self.cache.lead_or_wait(*key).await {
+                    _leader = Some(leader);
+                    break;
+                }
+            }
         }
         let generation = self.cache.generation();
         let judged = self.judge(client_id, client_secret).await?;

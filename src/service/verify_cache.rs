@@ -49,6 +49,7 @@ pub struct CachedVerdict {
 /// Successful verifications, for a bounded time.
 pub struct VerifyCache {
     key: [u8; 32],
+    in_flight: std::sync::Mutex<HashMap<Key, Arc<tokio::sync::Notify>>>,
     ttl: Duration,
     capacity: usize,
     entries: RwLock<HashMap<Key, Entry>>,
@@ -69,6 +70,7 @@ impl VerifyCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             key: ids::random_bytes(),
+            in_flight: std::sync::Mutex::default(),
             ttl,
             capacity,
             entries: RwLock::default(),
@@ -158,6 +160,47 @@ impl VerifyCache {
         );
     }
 
+    /// Waits while another caller verifies the same client ID and secret, so that a
+    /// burst of identical cold verifications (a gateway starting up) costs one
+    /// argon2 verification instead of one each. Answers `Some(guard)` when this
+    /// caller is to verify (and must keep the guard until the verdict is cached),
+    /// `None` after waiting for another, when the cache should be read again.
+    pub async fn lead_or_wait(self: &Arc<Self>, key: Key) -> Option<Leader> {
+        let waiting = {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                return Some(Leader {
+                    cache: self.clone(),
+                    key,
+                    notify: Arc::new(tokio::sync::Notify::new()),
+                });
+            };
+            match in_flight.get(&key) {
+                // Created under the lock, so the leader's wake-up cannot be missed.
+                Some(notify) => Arc::clone(notify),
+                None => {
+                    let notify = Arc::new(tokio::sync::Notify::new());
+                    in_flight.insert(key, notify.clone());
+                    return Some(Leader {
+                        cache: self.clone(),
+                        key,
+                        notify,
+                    });
+                }
+            }
+        };
+        let notified = waiting.notified();
+        // The leader may have finished between the lock and here.
+        if self
+            .in_flight
+            .lock()
+            .map(|m| m.get(&key).is_some_and(|n| Arc::ptr_eq(n, &waiting)))
+            .unwrap_or(false)
+        {
+            notified.await;
+        }
+        None
+    }
+
     /// Forgets every verdict of `org_id`.
     pub fn forget_org(&self, org_id: &str) {
         if let Ok(mut entries) = self.entries.write() {
@@ -183,6 +226,23 @@ impl VerifyCache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The one caller verifying a given client ID and secret; others wait for it.
+/// Dropping it (done, failed or cancelled) lets them go.
+pub struct Leader {
+    cache: Arc<VerifyCache>,
+    key: Key,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.cache.in_flight.lock() {
+            in_flight.remove(&self.key);
+        }
+        self.notify.notify_waiters();
     }
 }
 

@@ -103,6 +103,32 @@ async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
     assert_eq!(app.secret_service.hasher().computations(), hashes + 3);
 }
 
+async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend) {
+    let mut app = spawn_app_with(backend, |s| s.argon2_m_kib = 4096).await;
+    let acme = org(&mut app).await;
+    let (id, secret) = generate(&mut app, &acme).await;
+    activate(&mut app, &acme, &id, 0).await;
+    let hashes = app.secret_service.hasher().computations();
+    let calls: Vec<_> = (0..32)
+        .map(|_| {
+            let mut client = app.secrets.clone();
+            let request = VerifyClientSecretRequest {
+                client_id: acme.client_id.clone(),
+                client_secret: secret.clone(),
+            };
+            tokio::spawn(async move { client.verify_client_secret(request).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().unwrap().into_inner().valid);
+    }
+    assert_eq!(
+        app.secret_service.hasher().computations(),
+        hashes + 1,
+        "one leader hashed, the rest waited for it"
+    );
+}
+
 async fn cached_verdicts_go_at_once_on_revoke_activate_and_delete(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let acme = org(&mut app).await;
@@ -332,6 +358,7 @@ async fn no_sequence_of_operations_makes_a_wrong_secret_valid(backend: Backend) 
 
 both_backends!(
     a_second_verify_is_a_cache_hit_with_no_argon2_work,
+    a_burst_of_identical_cold_verifications_costs_one_hash,
     cached_verdicts_go_at_once_on_revoke_activate_and_delete,
     another_process_sees_an_activation_within_a_second,
     cold_verifications_past_the_queue_are_told_to_retry,
