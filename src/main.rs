@@ -124,7 +124,7 @@ async fn serve(settings: Settings) -> Result<(), app::StartError> {
     if !bootstrap_set && let Some(token) = app.first_admin_token().await? {
         println!(
             "credd: created the first caller token, `admin` (scope admin). It is shown only now; \
-             `credd token create` makes more:"
+             `credd token create` makes more, and CREDD_BOOTSTRAP_TOKEN sets a fixed admin token:"
         );
         println!("export CREDD_TOKEN={}", token.reveal());
     }

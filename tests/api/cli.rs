@@ -350,14 +350,61 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
             .is_err()
     );
 
+    // A caller token made by the command line, at trace too, then used.
+    let created = credd()
+        .args([
+            "token",
+            "create",
+            "--name",
+            "logged",
+            "--scope",
+            "orgs:read",
+        ])
+        .env("CREDD_DATABASE_URL", &url)
+        .env("CREDD_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let caller_token = String::from_utf8(created.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let mut as_caller = OrgsClient::with_interceptor(
+        Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+        bearer(Some(&caller_token)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while as_caller
+        .list_orgs(ListOrgsRequest::default())
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new caller token was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     drop(_server);
-    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let logs =
+        std::fs::read_to_string(&log_path).unwrap() + &String::from_utf8_lossy(&created.stderr);
     assert!(
         logs.contains("client secret refused"),
         "the logs were captured:\n{logs}"
     );
-    assert!(logs.contains("client secret activated"));
-    for secret in plaintexts.iter().map(String::as_str).chain([TOKEN, weak]) {
+    assert!(logs.contains("client secret activated") && logs.contains("caller token created"));
+    for secret in plaintexts
+        .iter()
+        .map(String::as_str)
+        .chain([TOKEN, weak, caller_token.as_str()])
+    {
         // The random middle of each secret: no prefix or hint can match by chance.
         let needle = &secret[secret.len() / 4..secret.len() * 3 / 4];
         assert!(!logs.contains(needle), "a secret reached the logs");
