@@ -536,13 +536,38 @@ async fn serve_metrics(listener: TcpListener) {
     }
 }
 
-/// How often a SQLite store's change counter is polled.
-const CHANGE_POLL: Duration = Duration::from_millis(250);
-
 /// Keeps the verdict cache true to changes other processes make: PostgreSQL
-/// notifications name the org to forget; a SQLite change counter that moved, or a
-/// feed that broke, forgets everything.
+/// notifications name the org to forget at once; and on every backend a change
+/// counter, polled, forgets everything when it moved or cannot be read, so even a
+/// notification connection that died silently delays an invalidation by at most
+/// one poll.
 async fn follow_changes(store: Store, cache: Arc<VerifyCache>) {
+    tokio::join!(
+        poll_change_counter(store.clone(), cache.clone()),
+        listen_for_changes(store, cache)
+    );
+}
+
+async fn poll_change_counter(store: Store, cache: Arc<VerifyCache>) {
+    let every = store.change_poll_interval();
+    let mut seen = store.change_version().await.ok();
+    loop {
+        tokio::time::sleep(every).await;
+        match store.change_version().await {
+            Ok(version) if Some(version) == seen => {}
+            Ok(version) => {
+                cache.clear();
+                seen = Some(version);
+            }
+            Err(_) => {
+                cache.clear();
+                seen = None;
+            }
+        }
+    }
+}
+
+async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>) {
     loop {
         match store.change_feed().await {
             Ok(ChangeFeed::Notifications(mut listener)) => {
@@ -565,25 +590,9 @@ async fn follow_changes(store: Store, cache: Arc<VerifyCache>) {
                     }
                 }
             }
-            Ok(ChangeFeed::Counter(store)) => {
-                let mut seen = store.change_version().await.ok();
-                loop {
-                    tokio::time::sleep(CHANGE_POLL).await;
-                    match store.change_version().await {
-                        Ok(version) if Some(version) == seen => {}
-                        Ok(version) => {
-                            cache.clear();
-                            seen = Some(version);
-                        }
-                        Err(_) => {
-                            cache.clear();
-                            seen = None;
-                        }
-                    }
-                }
-            }
+            Ok(ChangeFeed::CounterOnly) => return,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot follow changes: forgetting every cached verification");
+                tracing::warn!(error = %err, "cannot listen for changes: forgetting every cached verification");
                 cache.clear();
             }
         }

@@ -281,11 +281,14 @@ pub fn parse_grace(field: &str, seconds: i64, nanos: i32) -> Result<Duration, Vi
     if seconds < 0 || nanos < 0 {
         return Err(Violation::new(field, "must not be negative"));
     }
-    let grace = Duration::seconds(seconds) + Duration::nanoseconds(i64::from(nanos));
-    if grace > MAX_GRACE {
+    if nanos > 999_999_999 {
+        return Err(Violation::new(field, "nanos must be below one second"));
+    }
+    // Compared before building a Duration: huge values would overflow it.
+    if seconds > MAX_GRACE.num_seconds() || (seconds == MAX_GRACE.num_seconds() && nanos > 0) {
         return Err(Violation::new(field, "must be at most 30 days (2592000s)"));
     }
-    Ok(grace)
+    Ok(Duration::seconds(seconds) + Duration::nanoseconds(i64::from(nanos)))
 }
 
 fn is_base64url(b: u8) -> bool {
@@ -425,5 +428,12 @@ mod tests {
         assert_eq!(parse_grace("g", 60, 0).unwrap(), Duration::seconds(60));
         assert!(parse_grace("g", -1, 0).is_err());
         assert!(parse_grace("g", 30 * 86400 + 1, 0).is_err());
+        assert!(parse_grace("g", 30 * 86400, 1).is_err());
+        assert!(
+            parse_grace("g", i64::MAX, 0).is_err(),
+            "huge values are refused, not a panic"
+        );
+        assert!(parse_grace("g", 10_i64.pow(16), 0).is_err());
+        assert!(parse_grace("g", 1, 1_000_000_000).is_err());
     }
 }

@@ -469,8 +469,15 @@ impl SecretService {
                 }
             }
             Verdict::Invalid(refusal) => {
+                // A malformed client_id may be a secret sent in the wrong field: keep
+                // it out of the logs.
+                let shown = if ids::is_client_id(client_id) {
+                    client_id
+                } else {
+                    "(malformed, not logged)"
+                };
                 tracing::info!(
-                    client_id,
+                    client_id = shown,
                     reason = refusal.as_str(),
                     "client secret refused"
                 );

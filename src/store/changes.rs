@@ -1,5 +1,6 @@
 //! Announcing changes that make cached verifications stale, to every process that
-//! shares the database: NOTIFY on PostgreSQL, a change counter on SQLite.
+//! shares the database: NOTIFY on PostgreSQL (at once, naming the org), and on every
+//! backend a change counter that processes poll.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, sqlx};
 
@@ -13,31 +14,35 @@ pub const CHANNEL: &str = "credd_verify";
 /// changed.
 pub(super) async fn announce(txn: &DatabaseTransaction, org_id: &str) -> Result<(), Error> {
     let backend = txn.get_database_backend();
-    let statement = match backend {
-        DbBackend::Postgres => Statement::from_sql_and_values(
+    if backend == DbBackend::Postgres {
+        let notify = Statement::from_sql_and_values(
             backend,
             "SELECT pg_notify($1, $2)",
             [CHANNEL.into(), org_id.into()],
-        ),
-        _ => Statement::from_string(
-            backend,
-            "UPDATE change_counter SET version = version + 1 WHERE id = 1",
-        ),
-    };
-    txn.execute_raw(statement).await?;
+        );
+        txn.execute_raw(notify).await?;
+    }
+    // On every backend: the counter is the safety net that a silently dead LISTEN
+    // connection cannot defeat.
+    let bump = Statement::from_string(
+        backend,
+        "UPDATE change_counter SET version = version + 1 WHERE id = 1",
+    );
+    txn.execute_raw(bump).await?;
     Ok(())
 }
 
-/// What a process watches to learn of other processes' changes.
+/// What a process watches to learn of other processes' changes at once (the change
+/// counter, polled, backs it up on every backend).
 pub enum ChangeFeed {
     /// PostgreSQL: a LISTEN connection.
     Notifications(sqlx::postgres::PgListener),
-    /// SQLite: the change counter, polled.
-    Counter(Store),
+    /// SQLite: nothing beyond the counter.
+    CounterOnly,
 }
 
 impl Store {
-    /// The change feed of this database.
+    /// The immediate change feed of this database.
     pub async fn change_feed(&self) -> Result<ChangeFeed, Error> {
         match self.db.get_database_backend() {
             DbBackend::Postgres => {
@@ -52,7 +57,17 @@ impl Store {
                     .map_err(|err| Error::Unavailable(Box::new(err)))?;
                 Ok(ChangeFeed::Notifications(listener))
             }
-            _ => Ok(ChangeFeed::Counter(self.clone())),
+            _ => Ok(ChangeFeed::CounterOnly),
+        }
+    }
+
+    /// How often the change counter should be polled: often on SQLite, where it is
+    /// the only cross-process signal; once a second on PostgreSQL, as the safety
+    /// net behind notifications.
+    pub fn change_poll_interval(&self) -> std::time::Duration {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => std::time::Duration::from_secs(1),
+            _ => std::time::Duration::from_millis(250),
         }
     }
 

@@ -131,6 +131,9 @@ impl Store {
         event: NewEvent,
     ) -> Result<Org, Error> {
         let txn = self.db.begin().await?;
+        // Lock first: a delete committing between our read and write would otherwise
+        // see its released domain written back onto the tombstone.
+        super::client_secrets::lock_live_org(&txn, id).await?;
         let Some(row) = live().filter(orgs::Column::Id.eq(id)).one(&txn).await? else {
             return Err(Error::NotFound("org"));
         };

@@ -337,6 +337,14 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
             .await
             .unwrap();
     }
+    // A secret sent in the client_id field (a swapped Basic-auth pair) is not logged.
+    secrets
+        .verify_client_secret(VerifyClientSecretRequest {
+            client_id: plaintexts[1].clone(),
+            client_secret: org.client_id.clone(),
+        })
+        .await
+        .unwrap();
     // A failed import of a weak value must not echo it either.
     let weak = "weak-but-recognisable-value";
     assert!(

@@ -408,6 +408,20 @@ async fn activating_is_checked(backend: Backend) {
             .await,
         "grace_period",
     );
+    // A grace far past any Duration is a clear refusal, not a panic.
+    assert_invalid(
+        app.secrets
+            .activate_client_secret(ActivateClientSecretRequest {
+                org_id: acme.id.clone(),
+                secret: Some(Secret::SecretId(mine.secret.clone().unwrap().id)),
+                grace_period: Some(prost_types::Duration {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                }),
+            })
+            .await,
+        "grace_period",
+    );
 
     // Activating the ACTIVE secret again is a no-op that answers it.
     let id = mine.secret.unwrap().id;
