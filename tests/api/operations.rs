@@ -151,6 +151,28 @@ async fn a_call_in_flight_finishes_when_the_server_stops(backend: Backend) {
     assert!(answer.into_inner().valid);
 }
 
+async fn on_shutdown_health_turns_not_serving_first(backend: Backend) {
+    let mut app = spawn_app_with(backend, |s| s.shutdown_grace = Duration::from_secs(2)).await;
+    let mut watch = HealthClient::new(app.channel.clone())
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    // The open watch stream is an in-flight call: stopping waits for it (up to the
+    // grace), and the first thing it hears is NOT_SERVING.
+    let stopping = tokio::spawn(async move { app.stop().await });
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a status update");
+    assert_eq!(next.unwrap().unwrap().status(), ServingStatus::NotServing);
+    stopping
+        .await
+        .unwrap()
+        .expect("a clean stop after the grace");
+}
+
 async fn requests_over_the_size_limit_are_refused_before_the_handler(backend: Backend) {
     let mut app = spawn_app_with(backend, |s| s.max_request_bytes = 4096).await;
     let (org, _) = org_with_active_secret(&mut app).await;
@@ -270,6 +292,7 @@ async fn a_connection_that_ignores_keepalive_pings_is_closed(backend: Backend) {
 both_backends!(
     metrics_count_rpcs_verifications_and_argon2,
     a_call_in_flight_finishes_when_the_server_stops,
+    on_shutdown_health_turns_not_serving_first,
     requests_over_the_size_limit_are_refused_before_the_handler,
     an_rpc_past_the_server_timeout_is_cancelled,
     one_connection_holds_at_most_the_configured_streams,
