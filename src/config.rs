@@ -20,6 +20,12 @@ pub enum LogFormat {
 /// How credd runs. Each field is a flag and a `CREDD_*` variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
+    /// Optional TOML file of settings, keyed by the flag names with underscores
+    /// (`listen = "0.0.0.0:50051"`, `verify_cache_ttl = "5m"`). Variables and flags
+    /// override it.
+    #[arg(long, env = "CREDD_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Address and port to serve gRPC on.
     #[arg(long, env = "CREDD_LISTEN", default_value = "127.0.0.1:50051", value_name = "ADDR",
           value_parser = parse_listen, global = true)]
@@ -204,6 +210,7 @@ impl Settings {
     /// Settings for a server on `database_url` with every other value at its default.
     pub fn with_database(database_url: &str) -> Self {
         Self {
+            config: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: database_url.into(),
             bootstrap_token: None,
@@ -231,6 +238,62 @@ impl Settings {
             shutdown_grace: Duration::from_secs(10),
         }
     }
+}
+
+/// The settings file named by `--config PATH` / `--config=PATH` in `args`, or by
+/// `CREDD_CONFIG`.
+pub fn config_path(args: &[String]) -> Option<PathBuf> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("CREDD_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Makes the values of the TOML file at `path` the defaults of `command`'s
+/// settings, under the `CREDD_*` variables and the flags, which still override
+/// them. An unknown key or a value that is not a string, number or boolean fails
+/// with a line naming it.
+pub fn apply_config_file(
+    mut command: clap::Command,
+    path: &std::path::Path,
+) -> Result<clap::Command, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("CREDD_CONFIG: cannot read {}: {err}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|err| format!("CREDD_CONFIG: {} is not valid TOML: {err}", path.display()))?;
+    for (key, value) in table {
+        if key == "config"
+            || !command
+                .get_arguments()
+                .any(|arg| arg.get_id() == key.as_str())
+        {
+            return Err(format!(
+                "CREDD_CONFIG: unknown setting `{key}` in {}",
+                path.display()
+            ));
+        }
+        let value = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(x) => x.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "CREDD_CONFIG: `{key}` must be a string, number or boolean"
+                ));
+            }
+        };
+        command = command.mut_arg(key, |arg| arg.default_value(value));
+    }
+    Ok(command)
 }
 
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {

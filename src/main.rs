@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use credd::{
-    App, Settings, app,
+    App, Settings, app, config,
     domain::caller::{Actor, Scopes},
     telemetry,
 };
@@ -59,7 +59,21 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<String> = std::env::args().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config::config_path(&args) {
+        command = match config::apply_config_file(command, &path) {
+            Ok(command) => command,
+            Err(err) => {
+                eprintln!("credd: {err}");
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let parsed = command
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
             // --help and --version.

@@ -13,7 +13,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::helpers::{Backend, TestDb, bearer};
 
-const VARIABLES: [&str; 20] = [
+const VARIABLES: [&str; 21] = [
+    "CREDD_CONFIG",
     "CREDD_OTLP_ENDPOINT",
     "CREDD_METRICS_LISTEN",
     "CREDD_MAX_REQUEST_BYTES",
@@ -422,4 +423,52 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
 both_backends!(
     migrate_then_serve_with_a_generated_token_and_stop_on_sigterm,
     no_secret_or_token_reaches_the_logs_even_at_trace,
+    a_config_file_sits_under_the_variables,
 );
+
+#[test]
+fn an_unknown_key_in_the_config_file_fails_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credd.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\ncolour = \"blue\"\n").unwrap();
+    let output = run(credd().arg("--config").arg(&path));
+    assert_fails_with_one_line(&output, "unknown setting `colour`");
+}
+
+async fn a_config_file_sits_under_the_variables(backend: Backend) {
+    let (_db, url) = TestDb::create(&backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credd.toml");
+    let port = free_port();
+    let token = "config-file-token-0123456789abcdef0123";
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{url}\"\nbootstrap_token = \"{token}\"\n\
+             default_login_domain = \"from.file.example\"\nargon2_m_kib = 64\n"
+        ),
+    )
+    .unwrap();
+    let _server = Server(
+        credd()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("CREDD_DEFAULT_LOGIN_DOMAIN", "from.env.example")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The file chose the port and the token; the variable beat the file's domain.
+    let channel = wait_until_serving(port).await;
+    let mut orgs = OrgsClient::with_interceptor(channel, bearer(Some(token)));
+    let org = orgs
+        .create_org(credd::pb::CreateOrgRequest {
+            name: "Acme".into(),
+            main_website: "https://acme.example".into(),
+            custom_domain: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(org.login_domain, "from.env.example");
+}
