@@ -436,6 +436,7 @@ impl SecretService {
         if let Some(key) = &key {
             loop {
                 if let Some(hit) = self.cache.get(key, now) {
+                    self.cache.count_lookup(true);
                     let verdict = Verdict::Valid {
                         org_id: hit.org_id.to_string(),
                         secret_id: hit.secret_id.to_string(),
@@ -446,6 +447,7 @@ impl SecretService {
                     return Ok(verdict);
                 }
                 if let Some(leader) = self.cache.lead_or_wait(*key).await {
+                    self.cache.count_lookup(false);
                     _leader = Some(leader);
                     break;
                 }

@@ -95,23 +95,26 @@ impl VerifyCache {
 
     /// The cached verdict for `key`, if one is still good at `now`.
     pub fn get(&self, key: &Key, now: DateTime<Utc>) -> Option<CachedVerdict> {
-        let found = self
-            .entries
+        self.entries
             .read()
             .ok()
             .and_then(|entries| entries.get(key).filter(|e| e.until > now).cloned())
             .map(|e| CachedVerdict {
                 org_id: e.org_id,
                 secret_id: e.secret_id,
-            });
-        let result = if found.is_some() { "hit" } else { "miss" };
+            })
+    }
+
+    /// Counts one verification's lookup as a hit or a miss (a caller that waited
+    /// for another and then found the verdict counts once, as a hit).
+    pub fn count_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
         METRICS
             .verify_cache
             .get_or_create(&CacheLabels {
                 result: result.to_owned(),
             })
             .inc();
-        found
     }
 
     /// The current generation; read it before looking a verdict up in the store.

@@ -44,6 +44,14 @@ async fn generate(app: &mut TestApp, org: &Org) -> GenerateClientSecretResponse 
         .into_inner()
 }
 
+/// A generated secret, activated at once.
+async fn generate_active(app: &mut TestApp, org: &Org) -> GenerateClientSecretResponse {
+    let generated = generate(app, org).await;
+    let id = generated.secret.clone().unwrap().id;
+    activate(app, org, Secret::SecretId(id), 0).await.unwrap();
+    generated
+}
+
 async fn activate(
     app: &mut TestApp,
     org: &Org,
@@ -529,24 +537,8 @@ async fn every_wrong_secret_answers_the_same_false(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let acme = org(&mut app, "Acme").await;
     let other = org(&mut app, "Other").await;
-    let good = generate(&mut app, &acme).await;
-    activate(
-        &mut app,
-        &acme,
-        Secret::SecretId(good.secret.clone().unwrap().id),
-        0,
-    )
-    .await
-    .unwrap();
-    let foreign = generate(&mut app, &other).await;
-    activate(
-        &mut app,
-        &other,
-        Secret::SecretId(foreign.secret.unwrap().id),
-        0,
-    )
-    .await
-    .unwrap();
+    let good = generate_active(&mut app, &acme).await;
+    let foreign = generate_active(&mut app, &other).await;
 
     let secret = good.plaintext.clone();
     let mut flipped = secret.clone().into_bytes();
@@ -603,15 +595,7 @@ async fn every_wrong_secret_answers_the_same_false(backend: Backend) {
 async fn malformed_secrets_cost_no_hash_and_unknown_clients_cost_one(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let acme = org(&mut app, "Acme").await;
-    let good = generate(&mut app, &acme).await;
-    activate(
-        &mut app,
-        &acme,
-        Secret::SecretId(good.secret.clone().unwrap().id),
-        0,
-    )
-    .await
-    .unwrap();
+    let good = generate_active(&mut app, &acme).await;
     let service = app.secret_service.clone();
     let hashes = || service.hasher().computations();
 
@@ -803,15 +787,7 @@ async fn listing_shows_metadata_newest_first_in_pages(backend: Backend) {
 async fn deleting_an_org_stops_its_secrets_at_once(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let acme = org(&mut app, "Acme").await;
-    let good = generate(&mut app, &acme).await;
-    activate(
-        &mut app,
-        &acme,
-        Secret::SecretId(good.secret.unwrap().id),
-        0,
-    )
-    .await
-    .unwrap();
+    let good = generate_active(&mut app, &acme).await;
     assert!(verifies(&mut app, &acme, &good.plaintext).await);
     app.orgs
         .delete_org(DeleteOrgRequest {
@@ -889,15 +865,7 @@ async fn a_store_outage_answers_unavailable_never_a_verdict() {
     };
     let mut app = spawn_app(backend).await;
     let acme = org(&mut app, "Acme").await;
-    let good = generate(&mut app, &acme).await;
-    activate(
-        &mut app,
-        &acme,
-        Secret::SecretId(good.secret.clone().unwrap().id),
-        0,
-    )
-    .await
-    .unwrap();
+    let good = generate_active(&mut app, &acme).await;
     assert!(verifies(&mut app, &acme, &good.plaintext).await);
 
     use sea_orm::ConnectionTrait as _;
