@@ -14,27 +14,32 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tonic::{
     server::NamedService,
-    transport::{Certificate, Identity, ServerTlsConfig, server::TcpIncoming},
+    transport::{ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::Settings,
     grpc::{AppRegistrationsGrpc, AuditGrpc, ClientSecretsGrpc, OrgsGrpc, auth::RpcLayer},
-    metrics::{METRICS, PoolLabels},
+    metrics::METRICS,
     pb::{
         self, app_registrations_server::AppRegistrationsServer, audit_server::AuditServer,
         client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
     },
     service::{
-        AppService, AuditService, Clock, OrgService, SecretService, SystemClock,
+        AppService, AuditService, Clock, OrgService, SecretService, SystemClock, VerifyService,
         callers::{Authenticator, TokenService},
         hasher::{Hasher, HasherConfig},
         throttle::Throttle,
         verify_cache::{self, VerifyCache},
     },
-    store::{OpenError, Store, changes::ChangeFeed},
+    store::{OpenError, Store},
 };
+
+mod background;
+mod tls;
+
+use background::Background;
 
 /// Why the server could not start. Each displays as one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +85,7 @@ pub struct App {
     store: Store,
     orgs: OrgService,
     secrets: SecretService,
+    verifier: VerifyService,
     apps: AppService,
     authenticator: Arc<Authenticator>,
     tokens: TokenService,
@@ -89,6 +95,7 @@ pub struct App {
     limits: Limits,
     metrics_listener: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    change_poll_interval: Duration,
 }
 
 /// The limits every connection and RPC runs under.
@@ -112,7 +119,7 @@ impl App {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
-        let tls = tls_config(&settings)?;
+        let tls = tls::tls_config(&settings)?;
         if tls.is_none() && !settings.listen.ip().is_loopback() {
             tracing::warn!(
                 listen = %settings.listen,
@@ -169,23 +176,28 @@ impl App {
         let tokens = TokenService::new(store.clone(), clock.clone());
         let cache_ttl = chrono::Duration::from_std(settings.verify_cache_ttl)
             .map_err(|_| StartError::Config("CREDD_VERIFY_CACHE_TTL is too long".into()))?;
-        let secrets = SecretService::new(
+        let cache = Arc::new(VerifyCache::new(cache_ttl, verify_cache::DEFAULT_CAPACITY));
+        let verifier = VerifyService::new(
             store.clone(),
-            hasher,
+            hasher.clone(),
             clock.clone(),
-            VerifyCache::new(cache_ttl, verify_cache::DEFAULT_CAPACITY),
+            cache.clone(),
             Throttle::new(
                 settings.verify_throttle_rate,
                 settings.verify_throttle_burst,
             ),
         );
+        let secrets = SecretService::new(store.clone(), hasher, clock.clone(), cache.clone());
         let apps = AppService::new(store.clone(), clock.clone());
         let orgs = OrgService::new(
             store.clone(),
-            secrets.clone(),
+            cache,
             clock,
             settings.default_login_domain.clone(),
         );
+        let change_poll_interval = settings
+            .change_poll_interval
+            .unwrap_or_else(|| store.change_poll_interval());
 
         let (health, _) = tonic_health::server::health_reporter();
         Ok(Self {
@@ -194,6 +206,7 @@ impl App {
             store,
             orgs,
             secrets,
+            verifier,
             apps,
             authenticator,
             tokens,
@@ -209,12 +222,13 @@ impl App {
             },
             metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
             metrics_listener,
+            change_poll_interval,
         })
     }
 
-    /// The client secret use cases (tests read their counters).
-    pub fn secrets(&self) -> &SecretService {
-        &self.secrets
+    /// The verify hot path (tests read its counters, cache and hasher).
+    pub fn verifier(&self) -> &VerifyService {
+        &self.verifier
     }
 
     /// The caller token use cases (`credd serve` makes the first admin token).
@@ -289,8 +303,11 @@ impl App {
                 OrgsServer::new(OrgsGrpc::new(self.orgs.clone())).max_decoding_message_size(max),
             )
             .add_service(
-                ClientSecretsServer::new(ClientSecretsGrpc::new(self.secrets.clone()))
-                    .max_decoding_message_size(max),
+                ClientSecretsServer::new(ClientSecretsGrpc::new(
+                    self.secrets.clone(),
+                    self.verifier.clone(),
+                ))
+                .max_decoding_message_size(max),
             )
             .add_service(
                 AppRegistrationsServer::new(AppRegistrationsGrpc::new(self.apps.clone()))
@@ -302,25 +319,24 @@ impl App {
             );
 
         let draining = Arc::new(AtomicBool::new(false));
-        let mut background = vec![
-            tokio::spawn(refresh_callers(
-                self.authenticator.clone(),
-                self.store.clone(),
-            )),
-            tokio::spawn(flush_failed_verifications(self.secrets.clone())),
-            tokio::spawn(follow_changes(
-                self.store.clone(),
-                self.secrets.cache().clone(),
-            )),
-            tokio::spawn(probe_store(
-                self.store.clone(),
-                self.health.clone(),
-                draining.clone(),
-                self.secrets.cache().clone(),
-            )),
-        ];
+        let mut background = Background::new();
+        let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
+        background.spawn(|stop| background::refresh_callers(authenticator, store, stop));
+        let verifier = self.verifier.clone();
+        background.spawn(|stop| background::flush_failed_verifications(verifier, stop));
+        let (store, cache) = (self.store.clone(), self.verifier.cache().clone());
+        let poll_every = self.change_poll_interval;
+        background.spawn(|stop| background::follow_changes(store, cache, poll_every, stop));
+        let (store, health, cache) = (
+            self.store.clone(),
+            self.health.clone(),
+            self.verifier.cache().clone(),
+        );
+        let probe_draining = draining.clone();
+        background
+            .spawn(|stop| background::probe_store(store, health, probe_draining, cache, stop));
         if let Some(listener) = self.metrics_listener {
-            background.push(tokio::spawn(serve_metrics(listener)));
+            background.spawn(|stop| background::serve_metrics(listener, stop));
         }
 
         set_status(&self.health, ServingStatus::Serving).await;
@@ -360,13 +376,8 @@ impl App {
                 Ok(())
             }
         };
-        for task in background {
-            task.abort();
-        }
-        self.secrets.flush_failed_verifications().await;
-        if let Err(err) = self.authenticator.flush_last_used(&self.store).await {
-            tracing::warn!(error = %err, "could not record caller tokens' last use");
-        }
+        // Each task does its last work (flushes) before the store closes.
+        background.stop().await;
         self.store.close().await;
         tracing::info!("credd stopped");
         result
@@ -384,59 +395,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-}
-
-/// Reloads caller tokens every couple of seconds (revocations take effect within
-/// that) and records their last use about once a minute.
-async fn refresh_callers(authenticator: Arc<Authenticator>, store: Store) {
-    let mut ticks = 0u32;
-    loop {
-        tokio::time::sleep(crate::service::callers::REFRESH_EVERY).await;
-        if let Err(err) = authenticator.reload(&store).await {
-            tracing::warn!(error = %err, "could not reload caller tokens; keeping the last known set");
-        }
-        ticks += 1;
-        if ticks.is_multiple_of(30)
-            && let Err(err) = authenticator.flush_last_used(&store).await
-        {
-            tracing::warn!(error = %err, "could not record caller tokens' last use");
-        }
-    }
-}
-
-/// The TLS configuration from CREDD_TLS_CERT, CREDD_TLS_KEY and CREDD_TLS_CLIENT_CA,
-/// checked now so that a bad file fails start-up with a line naming its variable.
-fn tls_config(settings: &Settings) -> Result<Option<ServerTlsConfig>, StartError> {
-    let read = |variable: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|err| {
-            StartError::Config(format!("{variable}: cannot read {}: {err}", path.display()))
-        })
-    };
-    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => (read("CREDD_TLS_CERT", cert)?, read("CREDD_TLS_KEY", key)?),
-        (None, None) if settings.tls_client_ca.is_some() => {
-            return Err(StartError::Config(
-                "CREDD_TLS_CLIENT_CA needs CREDD_TLS_CERT and CREDD_TLS_KEY (mTLS runs over TLS)"
-                    .into(),
-            ));
-        }
-        (None, None) => return Ok(None),
-        _ => {
-            return Err(StartError::Config(
-                "CREDD_TLS_CERT and CREDD_TLS_KEY must be set together".into(),
-            ));
-        }
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &settings.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read("CREDD_TLS_CLIENT_CA", ca)?));
-    }
-    tonic::transport::Server::builder().tls_config(tls.clone()).map_err(|err| {
-        StartError::Config(format!(
-            "CREDD_TLS_CERT / CREDD_TLS_KEY / CREDD_TLS_CLIENT_CA: not a usable certificate, key or CA: {err}"
-        ))
-    })?;
-    Ok(Some(tls))
 }
 
 /// The span of one RPC: the method, and the caller's W3C trace context as parent,
@@ -468,146 +426,7 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
 /// The health service name a liveness probe asks for.
 pub const LIVENESS: &str = "liveness";
 
-/// How often health checks the store, and how long one check may take.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Keeps health truthful: every service and "" are SERVING only while the store
-/// answers a ping within the timeout.
-async fn probe_store(
-    store: Store,
-    health: HealthReporter,
-    draining: Arc<AtomicBool>,
-    cache: Arc<VerifyCache>,
-) {
-    let mut serving = true;
-    loop {
-        tokio::time::sleep(PROBE_EVERY).await;
-        let answered = matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
-            Ok(Ok(()))
-        );
-        let (open, idle) = store.pool_stats();
-        METRICS
-            .db_pool
-            .get_or_create(&PoolLabels {
-                state: "idle".into(),
-            })
-            .set(idle as i64);
-        METRICS
-            .db_pool
-            .get_or_create(&PoolLabels {
-                state: "in_use".into(),
-            })
-            .set(i64::from(open) - idle as i64);
-        if draining.load(Ordering::SeqCst) || answered == serving {
-            continue;
-        }
-        serving = answered;
-        if serving {
-            tracing::info!("store answers again: health SERVING");
-            set_status(&health, ServingStatus::Serving).await;
-        } else {
-            tracing::warn!("store does not answer: health NOT_SERVING until it does");
-            // Changes made meanwhile cannot reach us: cached verdicts go too.
-            cache.clear();
-            set_status(&health, ServingStatus::NotServing).await;
-        }
-        METRICS.serving.set(i64::from(serving));
-    }
-}
-
-/// Serves the Prometheus text exposition at /metrics.
-async fn serve_metrics(listener: TcpListener) {
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(
-                    http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )],
-                METRICS.render(),
-            )
-        }),
-    );
-    if let Err(err) = axum::serve(listener, router).await {
-        tracing::warn!(error = %err, "the metrics endpoint stopped");
-    }
-}
-
-/// Keeps the verdict cache true to changes other processes make: PostgreSQL
-/// notifications name the org to forget at once; and on every backend a change
-/// counter, polled, forgets everything when it moved or cannot be read, so even a
-/// notification connection that died silently delays an invalidation by at most
-/// one poll.
-async fn follow_changes(store: Store, cache: Arc<VerifyCache>) {
-    tokio::join!(
-        poll_change_counter(store.clone(), cache.clone()),
-        listen_for_changes(store, cache)
-    );
-}
-
-async fn poll_change_counter(store: Store, cache: Arc<VerifyCache>) {
-    let every = store.change_poll_interval();
-    let mut seen = store.change_version().await.ok();
-    loop {
-        tokio::time::sleep(every).await;
-        match store.change_version().await {
-            Ok(version) if Some(version) == seen => {}
-            Ok(version) => {
-                cache.clear();
-                seen = Some(version);
-            }
-            Err(_) => {
-                cache.clear();
-                seen = None;
-            }
-        }
-    }
-}
-
-async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>) {
-    loop {
-        match store.change_feed().await {
-            Ok(ChangeFeed::Notifications(mut listener)) => {
-                // Whatever changed while nobody listened is unknown.
-                cache.clear();
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(notification)) => cache.forget_org(notification.payload()),
-                        Ok(None) => {
-                            tracing::warn!(
-                                "change notifications interrupted: forgetting every cached verification"
-                            );
-                            cache.clear();
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "change notifications lost: forgetting every cached verification");
-                            cache.clear();
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(ChangeFeed::CounterOnly) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for changes: forgetting every cached verification");
-                cache.clear();
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Writes the failed-verification counts to the audit trail once a minute.
-async fn flush_failed_verifications(secrets: SecretService) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        secrets.flush_failed_verifications().await;
-    }
-}
-
+/// Sets the status of "" and of every credd service.
 async fn set_status(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {

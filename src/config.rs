@@ -204,40 +204,37 @@ pub struct Settings {
     #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
           value_parser = parse_shutdown_grace, global = true)]
     pub shutdown_grace: Duration,
+
+    /// How often the change counter is polled (tests slow it down to show that
+    /// PostgreSQL notifications alone invalidate at once); `None`: the store's own
+    /// interval. Not a flag.
+    #[arg(skip)]
+    pub change_poll_interval: Option<Duration>,
 }
 
 impl Settings {
-    /// Settings for a server on `database_url` with every other value at its default.
+    /// Settings for a server on `database_url` with every other value at the
+    /// default its flag declares (the flags are the one source of the defaults;
+    /// the environment is not read).
     pub fn with_database(database_url: &str) -> Self {
-        Self {
-            config: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            database_url: database_url.into(),
-            bootstrap_token: None,
-            default_login_domain: "login.credd.local".into(),
-            log: "info,tonic=warn,h2=warn,hyper=warn".into(),
-            log_format: LogFormat::Pretty,
-            otlp_endpoint: None,
-            metrics_listen: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            argon2_m_kib: 19_456,
-            argon2_t: 2,
-            argon2_p: 1,
-            max_request_bytes: 65_536,
-            max_concurrent_streams: 256,
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-            rpc_timeout: Duration::from_secs(30),
-            verify_cache_ttl: Duration::from_secs(300),
-            verify_throttle_rate: 50.0,
-            verify_throttle_burst: 100,
-            argon2_workers: None,
-            argon2_queue: 1024,
-            shutdown_grace: Duration::from_secs(10),
-        }
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Defaults::command()
+            .mut_args(|arg| arg.env(None::<&str>))
+            .try_get_matches_from(["credd", "--database-url", database_url]);
+        #[allow(clippy::expect_used)] // every default parses: `defaults_parse` proves it
+        let matches = matches.expect("the declared defaults parse");
+        #[allow(clippy::expect_used)]
+        Defaults::from_arg_matches(&matches)
+            .expect("the declared defaults parse")
+            .settings
     }
+}
+
+/// The settings alone, to read the declared defaults from.
+#[derive(clap::Parser)]
+struct Defaults {
+    #[command(flatten)]
+    settings: Settings,
 }
 
 /// The settings file named by `--config PATH` / `--config=PATH` in `args`, or by

@@ -189,8 +189,10 @@ async fn main() -> Result<(), BoxError> {
                     }
                     Rpc::VerifyCold => {
                         let c = &clients[n % clients.len()];
-                        let wrong = credd::domain::secret::generate(&c.secret_id)
-                            .map_err(|_| tonic::Status::internal("bad id"))?;
+                        let secret_id =
+                            credd::domain::ids::SecretId::parse("secret_id", &c.secret_id)
+                                .map_err(|_| tonic::Status::internal("bad id"))?;
+                        let wrong = credd::domain::secret::generate_for(&secret_id);
                         secrets
                             .verify_client_secret(VerifyClientSecretRequest {
                                 client_id: c.client_id.clone(),

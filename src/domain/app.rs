@@ -3,7 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Violation, host, org::parse_name};
+use super::{
+    Violation, host,
+    ids::{AppRegistrationId, OrgId},
+    org::parse_name,
+    paging::Keyed,
+};
 
 /// The platform an app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,17 +51,13 @@ impl Platform {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRegistration {
     /// Server-assigned id.
-    pub id: String,
+    pub id: AppRegistrationId,
     /// The org it logs in through.
-    pub org_id: String,
+    pub org_id: OrgId,
     /// Display name.
     pub name: String,
-    /// Set at creation, never changed.
-    pub platform: Platform,
-    /// The platform's fields.
-    pub fields: AppFields,
-    /// Whether PKCE is required (always for native apps).
-    pub require_pkce: bool,
+    /// The platform and its fields (the platform is set at creation, never changed).
+    pub kind: AppKind,
     /// Registered at.
     pub create_time: DateTime<Utc>,
     /// Last change.
@@ -64,35 +65,131 @@ pub struct AppRegistration {
 }
 
 impl AppRegistration {
+    /// The platform.
+    pub fn platform(&self) -> Platform {
+        self.kind.platform()
+    }
+
     /// The one redirect URI this app registers: its App Link or its callback URL.
     pub fn redirect_uri(&self) -> &str {
-        &self.fields.redirect_uri
+        self.kind.redirect_uri()
+    }
+
+    /// Whether the login must use PKCE (always for native apps).
+    pub fn require_pkce(&self) -> bool {
+        self.kind.require_pkce()
     }
 }
 
-/// The fields of an app that depend on its platform. Fields a platform does not
-/// use are empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppFields {
-    /// iOS bundle ID or Android package name (empty for web).
-    pub app_id: String,
-    /// The App Link / Universal Link (native) or the callback URL (web).
-    pub redirect_uri: String,
-    /// iOS: Apple team ID (optional).
-    pub apple_team_id: String,
-    /// Android: signing certificate SHA-256 fingerprints, upper-case, colon-separated.
-    pub sha256_cert_fingerprints: Vec<String>,
+impl Keyed for AppRegistration {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
 }
 
-impl AppFields {
+/// An app's platform with exactly the fields that platform has, so that a web app
+/// with a bundle ID or a native app without PKCE cannot be represented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppKind {
+    /// An iOS app, logging in through a Universal Link.
+    Ios {
+        /// Reverse-DNS bundle ID.
+        bundle_id: String,
+        /// The Universal Link (https, not on the main website's host).
+        app_link: String,
+        /// Apple team ID, needed to render apple-app-site-association.
+        apple_team_id: Option<String>,
+    },
+    /// An Android app, logging in through an App Link.
+    Android {
+        /// Package name.
+        package_name: String,
+        /// The App Link (https, not on the main website's host).
+        app_link: String,
+        /// Signing certificate SHA-256 fingerprints, upper-case, colon-separated.
+        sha256_cert_fingerprints: Vec<String>,
+    },
+    /// A web app, logging in through its one OAuth callback URL.
+    Web {
+        /// The callback URL.
+        callback_url: String,
+        /// Whether PKCE is required.
+        require_pkce: bool,
+    },
+}
+
+impl AppKind {
+    /// The platform.
+    pub fn platform(&self) -> Platform {
+        match self {
+            Self::Ios { .. } => Platform::Ios,
+            Self::Android { .. } => Platform::Android,
+            Self::Web { .. } => Platform::Web,
+        }
+    }
+
+    /// The App Link or the callback URL.
+    pub fn redirect_uri(&self) -> &str {
+        match self {
+            Self::Ios { app_link, .. } | Self::Android { app_link, .. } => app_link,
+            Self::Web { callback_url, .. } => callback_url,
+        }
+    }
+
+    /// Whether the login must use PKCE (always for native apps).
+    pub fn require_pkce(&self) -> bool {
+        match self {
+            Self::Ios { .. } | Self::Android { .. } => true,
+            Self::Web { require_pkce, .. } => *require_pkce,
+        }
+    }
+
     /// What must be unique among an org's apps of one platform: the bundle ID or
     /// package name of a native app, the callback URL of a web app.
-    pub fn natural_key(&self, platform: Platform) -> &str {
-        if platform.is_native() {
-            &self.app_id
-        } else {
-            &self.redirect_uri
+    pub fn natural_key(&self) -> &str {
+        match self {
+            Self::Ios { bundle_id, .. } => bundle_id,
+            Self::Android { package_name, .. } => package_name,
+            Self::Web { callback_url, .. } => callback_url,
         }
+    }
+
+    /// The raw fields that register this kind again (for a masked update).
+    pub fn to_input(&self, name: &str) -> AppInput {
+        let mut input = AppInput {
+            name: name.to_owned(),
+            ..AppInput::default()
+        };
+        match self {
+            Self::Ios {
+                bundle_id,
+                app_link,
+                apple_team_id,
+            } => {
+                input.bundle_id.clone_from(bundle_id);
+                input.app_link.clone_from(app_link);
+                input.apple_team_id = apple_team_id.clone().unwrap_or_default();
+            }
+            Self::Android {
+                package_name,
+                app_link,
+                sha256_cert_fingerprints,
+            } => {
+                input.package_name.clone_from(package_name);
+                input.app_link.clone_from(app_link);
+                input
+                    .sha256_cert_fingerprints
+                    .clone_from(sha256_cert_fingerprints);
+            }
+            Self::Web {
+                callback_url,
+                require_pkce,
+            } => {
+                input.callback_url.clone_from(callback_url);
+                input.require_pkce = Some(*require_pkce);
+            }
+        }
+        input
     }
 }
 
@@ -122,10 +219,8 @@ pub struct AppInput {
 pub struct ValidApp {
     /// Display name.
     pub name: String,
-    /// The platform's fields.
-    pub fields: AppFields,
-    /// Whether PKCE is required.
-    pub require_pkce: bool,
+    /// The platform and its fields.
+    pub kind: AppKind,
 }
 
 const CUSTOM_SCHEME: &str = "must be an https App Link / Universal Link: custom URL schemes are refused because \
@@ -142,7 +237,6 @@ pub fn validate(
     let name = parse_name("name", &input.name)
         .map_err(|v| violations.push(v))
         .unwrap_or_default();
-    let mut fields = AppFields::default();
     let mut not_for = |field: &str, value_set: bool| {
         if value_set {
             violations.push(Violation::new(
@@ -184,35 +278,35 @@ pub fn validate(
     let mut record = |result: Result<String, Violation>| {
         result.map_err(|v| violations.push(v)).unwrap_or_default()
     };
-    match platform {
-        Platform::Ios => {
-            fields.app_id = record(parse_bundle_id("bundle_id", &input.bundle_id));
-            fields.redirect_uri = record(parse_app_link("app_link", &input.app_link, main_website));
-            if !input.apple_team_id.is_empty() {
-                fields.apple_team_id =
-                    record(parse_apple_team_id("apple_team_id", &input.apple_team_id));
-            }
-        }
-        Platform::Android => {
-            fields.app_id = record(parse_package_name("package_name", &input.package_name));
-            fields.redirect_uri = record(parse_app_link("app_link", &input.app_link, main_website));
-            for (i, fingerprint) in input.sha256_cert_fingerprints.iter().enumerate() {
-                let field = format!("sha256_cert_fingerprints[{i}]");
-                fields
-                    .sha256_cert_fingerprints
-                    .push(record(parse_fingerprint(&field, fingerprint)));
-            }
-        }
-        Platform::Web => {
-            fields.redirect_uri = record(parse_callback_url("callback_url", &input.callback_url));
-        }
-    }
+    let kind = match platform {
+        Platform::Ios => AppKind::Ios {
+            bundle_id: record(parse_bundle_id("bundle_id", &input.bundle_id)),
+            app_link: record(parse_app_link("app_link", &input.app_link, main_website)),
+            apple_team_id: (!input.apple_team_id.is_empty())
+                .then(|| record(parse_apple_team_id("apple_team_id", &input.apple_team_id))),
+        },
+        Platform::Android => AppKind::Android {
+            package_name: record(parse_package_name("package_name", &input.package_name)),
+            app_link: record(parse_app_link("app_link", &input.app_link, main_website)),
+            sha256_cert_fingerprints: input
+                .sha256_cert_fingerprints
+                .iter()
+                .enumerate()
+                .map(|(i, fingerprint)| {
+                    record(parse_fingerprint(
+                        &format!("sha256_cert_fingerprints[{i}]"),
+                        fingerprint,
+                    ))
+                })
+                .collect(),
+        },
+        Platform::Web => AppKind::Web {
+            callback_url: record(parse_callback_url("callback_url", &input.callback_url)),
+            require_pkce: input.require_pkce.unwrap_or(true),
+        },
+    };
     if violations.is_empty() {
-        Ok(ValidApp {
-            name,
-            fields,
-            require_pkce: platform.is_native() || input.require_pkce.unwrap_or(true),
-        })
+        Ok(ValidApp { name, kind })
     } else {
         Err(violations)
     }
@@ -627,6 +721,6 @@ mod tests {
             SITE,
         )
         .unwrap();
-        assert!(ok.require_pkce);
+        assert!(ok.kind.require_pkce());
     }
 }

@@ -2,11 +2,16 @@
 
 use chrono::{DateTime, Utc};
 
+use super::{
+    ids::{AuditEventId, OrgId},
+    paging::Keyed,
+};
+
 /// One audited action, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     /// Server-assigned id (UUIDv7: sorts by time).
-    pub id: String,
+    pub id: AuditEventId,
     /// When it happened.
     pub time: DateTime<Utc>,
     /// The caller token's name.
@@ -14,7 +19,7 @@ pub struct AuditEvent {
     /// What was done, such as `secret.activate`.
     pub action: String,
     /// The org concerned, if any.
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// The id (or name) of the thing acted on.
     pub target_id: String,
     /// `ok`, or what went wrong.
@@ -29,11 +34,17 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// Only this org's events.
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// Only this action.
     pub action: Option<String>,
     /// At or after.
     pub start_time: Option<DateTime<Utc>>,
     /// Before.
     pub end_time: Option<DateTime<Utc>>,
+}
+
+impl Keyed for AuditEvent {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
 }

@@ -163,9 +163,14 @@ pub struct Actor {
 impl Actor {
     /// The operator at the command line (`credd token …`).
     pub fn cli() -> Self {
+        Self::internal("cli")
+    }
+
+    /// credd itself, or another caller that is not an RPC (`credd`, `first-start`).
+    pub fn internal(name: &str) -> Self {
         Self {
-            caller: "cli".to_owned(),
-            request_id: ids::new_id(),
+            caller: name.to_owned(),
+            request_id: ids::new_request_id(),
         }
     }
 }
@@ -174,7 +179,7 @@ impl Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerToken {
     /// Server-assigned id.
-    pub id: String,
+    pub id: ids::CallerTokenId,
     /// Its name, shown in the audit trail.
     pub name: String,
     /// What it may do.
@@ -253,10 +258,7 @@ pub fn token_digest(token: &[u8]) -> [u8; 32] {
 
 /// The SHA-256 digest of a token, lower-case hex, as stored.
 pub fn token_digest_hex(token: &[u8]) -> String {
-    token_digest(token)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(token_digest(token))
 }
 
 impl std::fmt::Debug for NewToken {

@@ -1,10 +1,140 @@
-//! Identifiers that credd generates.
+//! Identifiers: one type per kind of id, parsed once at the edge (`grpc/convert.rs`)
+//! so that nothing inside re-checks a string or passes one kind for another.
 
-use std::fmt::Write as _;
+use std::fmt;
 
-/// A new resource id: a UUIDv7, so that ids sort by creation time and give
-/// keyset pagination a stable order.
-pub fn new_id() -> String {
+use super::Violation;
+
+/// A server-assigned resource id: a UUIDv7 in its hyphenated lower-case form, so
+/// that ids sort by creation time and give keyset pagination a stable order.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh id.
+            pub fn generate() -> Self {
+                Self::from_uuid(uuid::Uuid::now_v7())
+            }
+
+            /// Parses what a caller sent in `field`: required, and the shape credd
+            /// generates.
+            pub fn parse(field: &str, value: &str) -> Result<Self, Violation> {
+                if value.is_empty() {
+                    Err(Violation::new(field, "is required"))
+                } else if is_id(value) {
+                    Ok(Self(value.to_owned()))
+                } else {
+                    Err(Violation::new(field, concat!("must be ", $what, " id (a UUID)")))
+                }
+            }
+
+            /// The id of `uuid`.
+            pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+                Self(uuid.hyphenated().to_string())
+            }
+
+            /// An id read back from the store, which only ever holds ids credd made.
+            pub fn from_stored(value: String) -> Self {
+                Self(value)
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned string (for the proto boundary).
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An org's id.
+    OrgId,
+    "an org"
+);
+uuid_id!(
+    /// A client secret's id (also the locator inside a generated secret).
+    SecretId,
+    "a secret"
+);
+uuid_id!(
+    /// An app registration's id.
+    AppRegistrationId,
+    "an app registration"
+);
+uuid_id!(
+    /// A caller token's id.
+    CallerTokenId,
+    "a caller token"
+);
+uuid_id!(
+    /// An audit event's id.
+    AuditEventId,
+    "an audit event"
+);
+
+/// An org's public OAuth client ID: 128 bits from the OS CSPRNG as 32 lower-case
+/// hex characters. Unguessable, and never reissued (the store keeps deleted orgs'
+/// ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// A fresh client ID.
+    pub fn generate() -> Self {
+        Self(hex::encode(random_bytes::<16>()))
+    }
+
+    /// The client ID in `value`, or `None` when it cannot be one credd issued. There
+    /// is no field violation: a gateway forwards what end users send, and a
+    /// malformed client ID is answered like an unknown one (no oracle).
+    pub fn parse(value: &str) -> Option<Self> {
+        is_client_id(value).then(|| Self(value.to_owned()))
+    }
+
+    /// A client ID read back from the store.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The client ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The client ID as an owned string (for the proto boundary).
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A new request id, for requests that bring none (a UUIDv7, so that ids sort by time).
+pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -14,19 +144,8 @@ pub fn is_id(value: &str) -> bool {
         && uuid::Uuid::try_parse(value).is_ok_and(|uuid| uuid.hyphenated().to_string() == value)
 }
 
-/// A new public client ID: 128 bits from the OS CSPRNG as 32 lower-case hex
-/// characters. Unguessable, and never reissued (the store keeps deleted orgs' ids).
-pub fn new_client_id() -> String {
-    let bytes: [u8; 16] = random_bytes();
-    let mut id = String::with_capacity(32);
-    for byte in bytes {
-        let _ = write!(id, "{byte:02x}");
-    }
-    id
-}
-
 /// Whether `value` has the shape of a client ID credd generates.
-pub fn is_client_id(value: &str) -> bool {
+fn is_client_id(value: &str) -> bool {
     value.len() == 32
         && value
             .bytes()
@@ -51,19 +170,43 @@ mod tests {
 
     #[test]
     fn client_ids_are_128_bit_hex_and_differ() {
-        let a = new_client_id();
-        let b = new_client_id();
-        assert!(is_client_id(&a), "{a}");
+        let a = ClientId::generate();
+        let b = ClientId::generate();
+        assert_eq!(ClientId::parse(a.as_str()), Some(a.clone()));
         assert_ne!(a, b);
+        for bad in [
+            "",
+            "0123",
+            &"A".repeat(32),
+            &"g".repeat(32),
+            &"0".repeat(33),
+        ] {
+            assert_eq!(ClientId::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
     fn ids_are_recognised_and_sort_by_creation() {
-        let first = new_id();
-        let second = new_id();
-        assert!(is_id(&first));
+        let first = OrgId::generate();
+        let second = OrgId::generate();
+        assert_eq!(OrgId::parse("org_id", first.as_str()), Ok(first.clone()));
         assert!(first < second);
-        assert!(!is_id("not-an-id"));
-        assert!(!is_id(&first.to_uppercase()));
+        assert_eq!(
+            OrgId::parse("org_id", "not-an-id").unwrap_err().field,
+            "org_id"
+        );
+        assert!(OrgId::parse("org_id", &first.as_str().to_uppercase()).is_err());
+    }
+
+    #[test]
+    fn a_missing_id_is_required_and_a_wrong_one_says_which_kind() {
+        assert_eq!(
+            SecretId::parse("secret_id", "").unwrap_err().reason,
+            "is required"
+        );
+        assert_eq!(
+            AppRegistrationId::parse("id", "x").unwrap_err().reason,
+            "must be an app registration id (a UUID)"
+        );
     }
 }

@@ -2,7 +2,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Violation, host};
+use super::{
+    Violation, host,
+    ids::{ClientId, OrgId},
+    paging::Keyed,
+};
 
 /// The longest org or app name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -13,9 +17,9 @@ pub const MAX_URL_LEN: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Org {
     /// Server-assigned id.
-    pub id: String,
+    pub id: OrgId,
     /// Public, immutable OAuth client ID.
-    pub client_id: String,
+    pub client_id: ClientId,
     /// Display name.
     pub name: String,
     /// Absolute https URL.
@@ -35,6 +39,23 @@ impl Org {
             .as_deref()
             .unwrap_or(default_login_domain)
     }
+}
+
+impl Keyed for Org {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+
+/// Which orgs a lookup of a resource by its own id may reach: any org (the RPCs
+/// that name only the resource's `id`), or one org. Store functions of an org's
+/// resources take one, so that no query can forget the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgScope<'a> {
+    /// Any live org: the caller may see every org.
+    Any,
+    /// Only this org.
+    Only(&'a OrgId),
 }
 
 /// The validated fields of a new org.

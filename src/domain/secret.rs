@@ -19,7 +19,11 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Violation, ids};
+use super::{
+    Violation,
+    ids::{self, OrgId, SecretId},
+    paging::Keyed,
+};
 
 /// The prefix of every secret credd generates.
 pub const PREFIX: &str = "credd_cs_";
@@ -88,9 +92,9 @@ impl ClientSecretState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSecret {
     /// Server-assigned id (the locator of a generated secret).
-    pub id: String,
+    pub id: SecretId,
     /// The org it belongs to.
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The stored state; see [`ClientSecret::state_at`] for the state as of a time.
     pub state: ClientSecretState,
     /// Free text for humans.
@@ -131,13 +135,152 @@ impl ClientSecret {
     }
 }
 
+impl Keyed for ClientSecret {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+
+/// The state of an org's secrets as its integration view shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretOverview {
+    /// The ACTIVE secret.
+    pub active: Option<ClientSecret>,
+    /// How many wait for activation.
+    pub pending_count: usize,
+    /// Previous secrets still inside their grace period.
+    pub retiring: Vec<ClientSecret>,
+}
+
+impl SecretOverview {
+    /// The overview of `secrets` (an org's current ones) as of `now`.
+    pub fn of(secrets: Vec<ClientSecret>, now: DateTime<Utc>) -> Self {
+        let mut overview = Self::default();
+        for mut secret in secrets {
+            secret.state = secret.state_at(now);
+            match secret.state {
+                ClientSecretState::Active => overview.active = Some(secret),
+                ClientSecretState::Pending => overview.pending_count += 1,
+                ClientSecretState::Retiring => overview.retiring.push(secret),
+                ClientSecretState::Superseded | ClientSecretState::Revoked => {}
+            }
+        }
+        overview
+    }
+}
+
+/// One change of a secret's stored state, decided here and applied by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The secret.
+    pub secret_id: SecretId,
+    /// The stored state the store must still find (else another write won a race).
+    pub from: ClientSecretState,
+    /// The new stored state.
+    pub to: ClientSecretState,
+    /// The new `expire_time`, when it changes.
+    pub expire_time: Option<DateTime<Utc>>,
+    /// The new `activate_time`, when it changes.
+    pub activate_time: Option<DateTime<Utc>>,
+}
+
+/// What activating a secret does to its org's secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// The secret is already the ACTIVE one: nothing changes.
+    AlreadyActive,
+    /// These transitions, in this order: every step down comes before the one step
+    /// up, so that the store's one-ACTIVE rule holds after every statement.
+    Apply(Vec<Transition>),
+}
+
+/// Why a secret cannot be activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationRefused {
+    /// It was revoked.
+    Revoked,
+    /// A later activation replaced it (it was ACTIVE once, or its grace ended).
+    Superseded,
+}
+
+impl ActivationRefused {
+    /// What to tell the caller.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Revoked => "the secret is revoked; generate or import a new one",
+            Self::Superseded => {
+                "the secret was superseded by a later activation; generate or import a new one"
+            }
+        }
+    }
+}
+
+/// The rule of activation: `target` becomes the org's one ACTIVE secret at `now`;
+/// the previous ACTIVE one retires for `grace` (or is superseded at once when
+/// `grace` is zero); earlier rotations' grace ends now. `current` holds the org's
+/// other secrets whose stored state is PENDING, ACTIVE or RETIRING.
+pub fn plan_activation(
+    target: &ClientSecret,
+    current: &[ClientSecret],
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<Activation, ActivationRefused> {
+    match target.state_at(now) {
+        ClientSecretState::Active => return Ok(Activation::AlreadyActive),
+        ClientSecretState::Pending => {}
+        ClientSecretState::Revoked => return Err(ActivationRefused::Revoked),
+        ClientSecretState::Retiring | ClientSecretState::Superseded => {
+            return Err(ActivationRefused::Superseded);
+        }
+    }
+    let mut transitions = Vec::new();
+    for secret in current.iter().filter(|s| s.id != target.id) {
+        match secret.state {
+            ClientSecretState::Retiring => transitions.push(Transition {
+                secret_id: secret.id.clone(),
+                from: ClientSecretState::Retiring,
+                to: ClientSecretState::Superseded,
+                // A grace still running ends now; one already over keeps its end.
+                expire_time: secret
+                    .expire_time
+                    .is_none_or(|end| end > now)
+                    .then_some(now),
+                activate_time: None,
+            }),
+            ClientSecretState::Active => {
+                let (to, end) = if grace > Duration::zero() {
+                    (ClientSecretState::Retiring, now + grace)
+                } else {
+                    (ClientSecretState::Superseded, now)
+                };
+                transitions.push(Transition {
+                    secret_id: secret.id.clone(),
+                    from: ClientSecretState::Active,
+                    to,
+                    expire_time: Some(end),
+                    activate_time: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    transitions.push(Transition {
+        secret_id: target.id.clone(),
+        from: ClientSecretState::Pending,
+        to: ClientSecretState::Active,
+        expire_time: None,
+        activate_time: Some(now),
+    });
+    Ok(Activation::Apply(transitions))
+}
+
 /// What a presented secret is, judged from its text alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presented {
     /// A well-formed generated secret; `secret_id` is its locator.
     Generated {
         /// The id of the one row it can match.
-        secret_id: String,
+        secret_id: SecretId,
     },
     /// Not generated by credd but shaped like an importable secret; `hint` selects
     /// the candidates.
@@ -177,17 +320,26 @@ impl MalformedReason {
     }
 }
 
-/// Generates a new secret whose locator is `secret_id` (a UUID credd made).
-pub fn generate(secret_id: &str) -> Result<SecretString, Violation> {
-    let uuid = uuid::Uuid::try_parse(secret_id)
-        .map_err(|_| Violation::new("secret_id", "is not a UUID"))?;
+/// Generates a new secret and the id of its row, which the secret carries as its
+/// locator.
+pub fn generate() -> (SecretId, SecretString) {
+    let id = SecretId::generate();
+    let secret = generate_for(&id);
+    (id, secret)
+}
+
+/// Generates a secret whose locator is `secret_id`: fresh random bits, so it is
+/// never the stored secret of that row (benchmarks and tests use it as a
+/// well-formed wrong secret).
+pub fn generate_for(secret_id: &SecretId) -> SecretString {
+    let uuid = uuid::Uuid::try_parse(secret_id.as_str()).unwrap_or_default();
     let mut text = String::with_capacity(GENERATED_LEN);
     text.push_str(PREFIX);
     text.push_str(&URL_SAFE_NO_PAD.encode(uuid.as_bytes()));
     text.push_str(&URL_SAFE_NO_PAD.encode(ids::random_bytes::<32>()));
     let checksum = crc32fast::hash(text.as_bytes());
     text.push_str(&URL_SAFE_NO_PAD.encode(checksum.to_be_bytes()));
-    Ok(text.into())
+    text.into()
 }
 
 /// Classifies a presented secret without any hashing.
@@ -214,7 +366,7 @@ pub fn classify(secret: &str) -> Presented {
             .and_then(|b| uuid::Uuid::from_slice(&b).ok())
         {
             Some(uuid) => Presented::Generated {
-                secret_id: uuid.hyphenated().to_string(),
+                secret_id: SecretId::from_uuid(uuid),
             },
             None => Presented::Malformed(MalformedReason::BadChecksum),
         };
@@ -309,10 +461,9 @@ fn is_base64_text(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn generated() -> (String, String) {
-        let id = ids::new_id();
-        let secret = generate(&id).unwrap().expose_secret().to_owned();
-        (id, secret)
+    fn generated() -> (SecretId, String) {
+        let (id, secret) = generate();
+        (id, secret.expose_secret().to_owned())
     }
 
     #[test]
@@ -392,17 +543,9 @@ mod tests {
     fn retiring_secrets_stop_verifying_at_their_expiry() {
         let now = Utc::now();
         let secret = ClientSecret {
-            id: ids::new_id(),
-            org_id: ids::new_id(),
             state: ClientSecretState::Retiring,
-            description: String::new(),
-            hint: "abcd".into(),
-            imported: false,
-            create_time: now,
-            activate_time: Some(now),
             expire_time: Some(now + Duration::seconds(60)),
-            revoke_time: None,
-            last_used_time: None,
+            ..secret_in(ClientSecretState::Retiring, now)
         };
         assert!(secret.verifies_at(now + Duration::seconds(59)));
         assert!(!secret.verifies_at(now + Duration::seconds(60)));
@@ -420,6 +563,139 @@ mod tests {
             ..secret
         };
         assert!(!revoked.verifies_at(now));
+    }
+
+    fn secret_in(state: ClientSecretState, now: DateTime<Utc>) -> ClientSecret {
+        ClientSecret {
+            id: SecretId::generate(),
+            org_id: OrgId::from_stored("org".into()),
+            state,
+            description: String::new(),
+            hint: "abcd".into(),
+            imported: false,
+            create_time: now,
+            activate_time: None,
+            expire_time: None,
+            revoke_time: None,
+            last_used_time: None,
+        }
+    }
+
+    #[test]
+    fn activation_retires_the_active_secret_for_the_grace_and_ends_earlier_graces() {
+        let now = Utc::now();
+        let target = secret_in(ClientSecretState::Pending, now);
+        let active = secret_in(ClientSecretState::Active, now);
+        let retiring = ClientSecret {
+            expire_time: Some(now + Duration::seconds(30)),
+            ..secret_in(ClientSecretState::Retiring, now)
+        };
+        let long_retired = ClientSecret {
+            expire_time: Some(now - Duration::seconds(30)),
+            ..secret_in(ClientSecretState::Retiring, now)
+        };
+        let other_pending = secret_in(ClientSecretState::Pending, now);
+        let current = [
+            active.clone(),
+            retiring.clone(),
+            long_retired.clone(),
+            other_pending,
+            target.clone(),
+        ];
+        let Ok(Activation::Apply(steps)) =
+            plan_activation(&target, &current, now, Duration::seconds(600))
+        else {
+            panic!("a pending secret activates");
+        };
+        let step = |id: &SecretId| steps.iter().find(|t| &t.secret_id == id).cloned();
+        let to_active = step(&target.id).unwrap();
+        assert_eq!(steps.last(), Some(&to_active), "the step up comes last");
+        assert_eq!(to_active.to, ClientSecretState::Active);
+        assert_eq!(to_active.activate_time, Some(now));
+        let previous = step(&active.id).unwrap();
+        assert_eq!(
+            (previous.to, previous.expire_time),
+            (
+                ClientSecretState::Retiring,
+                Some(now + Duration::seconds(600))
+            )
+        );
+        let ended = step(&retiring.id).unwrap();
+        assert_eq!(
+            (ended.to, ended.expire_time),
+            (ClientSecretState::Superseded, Some(now))
+        );
+        let kept = step(&long_retired.id).unwrap();
+        assert_eq!(
+            (kept.to, kept.expire_time),
+            (ClientSecretState::Superseded, None)
+        );
+        assert_eq!(steps.len(), 4, "other pending secrets stay as they are");
+
+        let Ok(Activation::Apply(steps)) = plan_activation(
+            &target,
+            std::slice::from_ref(&active),
+            now,
+            Duration::zero(),
+        ) else {
+            panic!("a pending secret activates");
+        };
+        assert_eq!(
+            (steps[0].to, steps[0].expire_time),
+            (ClientSecretState::Superseded, Some(now)),
+            "no grace: the previous secret stops at once"
+        );
+    }
+
+    #[test]
+    fn only_a_pending_secret_activates_and_the_active_one_is_left_alone() {
+        let now = Utc::now();
+        let active = secret_in(ClientSecretState::Active, now);
+        assert_eq!(
+            plan_activation(&active, &[], now, Duration::zero()),
+            Ok(Activation::AlreadyActive)
+        );
+        assert_eq!(
+            plan_activation(
+                &secret_in(ClientSecretState::Revoked, now),
+                &[],
+                now,
+                Duration::zero()
+            ),
+            Err(ActivationRefused::Revoked)
+        );
+        for state in [ClientSecretState::Superseded, ClientSecretState::Retiring] {
+            assert_eq!(
+                plan_activation(&secret_in(state, now), &[], now, Duration::zero()),
+                Err(ActivationRefused::Superseded)
+            );
+        }
+    }
+
+    #[test]
+    fn the_overview_counts_pending_and_shows_active_and_retiring_as_of_now() {
+        let now = Utc::now();
+        let ended = ClientSecret {
+            expire_time: Some(now),
+            ..secret_in(ClientSecretState::Retiring, now)
+        };
+        let retiring = ClientSecret {
+            expire_time: Some(now + Duration::seconds(1)),
+            ..secret_in(ClientSecretState::Retiring, now)
+        };
+        let overview = SecretOverview::of(
+            vec![
+                secret_in(ClientSecretState::Active, now),
+                secret_in(ClientSecretState::Pending, now),
+                secret_in(ClientSecretState::Pending, now),
+                ended,
+                retiring.clone(),
+            ],
+            now,
+        );
+        assert!(overview.active.is_some());
+        assert_eq!(overview.pending_count, 2);
+        assert_eq!(overview.retiring, vec![retiring]);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{auth, convert};
+use super::{
+    auth,
+    convert::{self, app_input},
+};
 use crate::{
     Error,
-    domain::{app::AppInput, paging::PageRequest},
+    domain::ids::{AppRegistrationId, ClientId, OrgId},
     pb::{self, app_registrations_server::AppRegistrations},
     service::AppService,
 };
@@ -31,21 +34,10 @@ impl AppRegistrations for AppRegistrationsGrpc {
     ) -> Result<Response<pb::AppRegistration>, Status> {
         let actor = auth::actor(&request);
         let req = request.into_inner();
-        let platform = convert::platform(req.platform());
-        let input = AppInput {
-            name: req.name,
-            bundle_id: req.bundle_id,
-            package_name: req.package_name,
-            app_link: req.app_link,
-            callback_url: req.callback_url,
-            apple_team_id: req.apple_team_id,
-            sha256_cert_fingerprints: req.sha256_cert_fingerprints,
-            require_pkce: req.require_pkce,
-        };
-        let app = self
-            .apps
-            .create(&actor, &req.org_id, platform, input)
-            .await?;
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let platform = convert::platform(req.platform())?;
+        let input = app_input!(req, |r: &pb::CreateAppRegistrationRequest| r.require_pkce);
+        let app = self.apps.create(&actor, &org_id, platform, input).await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -53,7 +45,8 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::GetAppRegistrationRequest>,
     ) -> Result<Response<pb::AppRegistration>, Status> {
-        let app = self.apps.get(&request.into_inner().id).await?;
+        let id = convert::id(AppRegistrationId::parse, "id", &request.into_inner().id)?;
+        let app = self.apps.get(&id).await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -62,15 +55,19 @@ impl AppRegistrations for AppRegistrationsGrpc {
         request: Request<pb::ListAppRegistrationsRequest>,
     ) -> Result<Response<pb::ListAppRegistrationsResponse>, Status> {
         let req = request.into_inner();
-        let page = PageRequest::parse(req.page_size, &req.page_token).map_err(Error::from)?;
-        let page = self.apps.list(&req.org_id, page).await?;
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let page = convert::page_request(
+            req.page_size,
+            &req.page_token,
+            &["app_registrations", org_id.as_str()],
+        )?;
+        let (app_registrations, next_page_token) = convert::page(
+            self.apps.list(&org_id, page).await?,
+            convert::app_registration,
+        );
         Ok(Response::new(pb::ListAppRegistrationsResponse {
-            app_registrations: page
-                .apps
-                .into_iter()
-                .map(convert::app_registration)
-                .collect(),
-            next_page_token: page.next_page_token,
+            app_registrations,
+            next_page_token,
         }))
     }
 
@@ -83,18 +80,10 @@ impl AppRegistrations for AppRegistrationsGrpc {
         let app = req
             .app_registration
             .ok_or_else(|| Error::invalid("app_registration", "is required"))?;
+        let id = convert::id(AppRegistrationId::parse, "app_registration.id", &app.id)?;
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
-        let input = AppInput {
-            name: app.name,
-            bundle_id: app.bundle_id,
-            package_name: app.package_name,
-            app_link: app.app_link,
-            callback_url: app.callback_url,
-            apple_team_id: app.apple_team_id,
-            sha256_cert_fingerprints: app.sha256_cert_fingerprints,
-            require_pkce: Some(app.require_pkce),
-        };
-        let app = self.apps.update(&actor, &app.id, &paths, input).await?;
+        let input = app_input!(app, |a: &pb::AppRegistration| Some(a.require_pkce));
+        let app = self.apps.update(&actor, &id, &paths, input).await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -103,7 +92,8 @@ impl AppRegistrations for AppRegistrationsGrpc {
         request: Request<pb::DeleteAppRegistrationRequest>,
     ) -> Result<Response<()>, Status> {
         let actor = auth::actor(&request);
-        self.apps.delete(&actor, &request.into_inner().id).await?;
+        let id = convert::id(AppRegistrationId::parse, "id", &request.into_inner().id)?;
+        self.apps.delete(&actor, &id).await?;
         Ok(Response::new(()))
     }
 
@@ -114,11 +104,14 @@ impl AppRegistrations for AppRegistrationsGrpc {
         let req = request.into_inner();
         let check = self
             .apps
-            .check_redirect(&req.client_id, &req.redirect_uri)
+            .check_redirect(ClientId::parse(&req.client_id).as_ref(), &req.redirect_uri)
             .await?;
         Ok(Response::new(pb::CheckRedirectUriResponse {
             allowed: check.app_id.is_some(),
-            app_registration_id: check.app_id.unwrap_or_default(),
+            app_registration_id: check
+                .app_id
+                .map(AppRegistrationId::into_string)
+                .unwrap_or_default(),
             pkce_required: check.pkce_required,
         }))
     }
@@ -127,10 +120,8 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::RenderAssociationFilesRequest>,
     ) -> Result<Response<pb::RenderAssociationFilesResponse>, Status> {
-        let rendered = self
-            .apps
-            .association_files(&request.into_inner().org_id)
-            .await?;
+        let org_id = convert::id(OrgId::parse, "org_id", &request.into_inner().org_id)?;
+        let rendered = self.apps.association_files(&org_id).await?;
         Ok(Response::new(pb::RenderAssociationFilesResponse {
             files: rendered
                 .files

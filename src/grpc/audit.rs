@@ -4,8 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    Error,
-    domain::{audit::AuditFilter, paging::PageRequest},
+    domain::{audit::AuditFilter, ids::OrgId},
     pb::{self, audit_server::Audit},
     service::AuditService,
 };
@@ -30,9 +29,17 @@ impl Audit for AuditGrpc {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let req = request.into_inner();
-        let page = PageRequest::parse(req.page_size, &req.page_token).map_err(Error::from)?;
+        let start = req.start_time.map(|t| t.to_string()).unwrap_or_default();
+        let end = req.end_time.map(|t| t.to_string()).unwrap_or_default();
+        let page = convert::page_request(
+            req.page_size,
+            &req.page_token,
+            &["audit_events", &req.org_id, &req.action, &start, &end],
+        )?;
         let filter = AuditFilter {
-            org_id: Some(req.org_id).filter(|v| !v.is_empty()),
+            org_id: (!req.org_id.is_empty())
+                .then(|| convert::id(OrgId::parse, "org_id", &req.org_id))
+                .transpose()?,
             action: Some(req.action).filter(|v| !v.is_empty()),
             start_time: req
                 .start_time
@@ -43,10 +50,11 @@ impl Audit for AuditGrpc {
                 .map(|t| convert::time("end_time", t))
                 .transpose()?,
         };
-        let page = self.audit.list(filter, page).await?;
+        let (events, next_page_token) =
+            convert::page(self.audit.list(filter, page).await?, convert::audit_event);
         Ok(Response::new(pb::ListAuditEventsResponse {
-            events: page.events.into_iter().map(convert::audit_event).collect(),
-            next_page_token: page.next_page_token,
+            events,
+            next_page_token,
         }))
     }
 }

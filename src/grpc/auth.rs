@@ -217,7 +217,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(ids::new_id, str::to_owned)
+        .map_or_else(ids::new_request_id, str::to_owned)
 }
 
 /// The actor of an authenticated request, for the audit trail.
@@ -228,6 +228,6 @@ pub fn actor<T>(request: &tonic::Request<T>) -> Actor {
         .cloned()
         .unwrap_or_else(|| Actor {
             caller: "unknown".to_owned(),
-            request_id: ids::new_id(),
+            request_id: ids::new_request_id(),
         })
 }

@@ -6,24 +6,26 @@ use tonic::{Request, Response, Status};
 use super::{auth, convert};
 use crate::{
     Error,
-    domain::{paging::PageRequest, secret},
-    pb::{self, activate_client_secret_request::Secret, client_secrets_server::ClientSecrets},
-    service::{
-        SecretService,
-        client_secrets::{ActivationTarget, Verdict},
+    domain::{
+        ids::{ClientId, OrgId, SecretId},
+        secret,
     },
+    pb::{self, activate_client_secret_request::Secret, client_secrets_server::ClientSecrets},
+    service::{SecretService, VerifyService, client_secrets::ActivationTarget, verify::Verdict},
 };
 
-/// Adapter from `credd.v1.ClientSecrets` to [`SecretService`].
+/// Adapter from `credd.v1.ClientSecrets` to [`SecretService`] and, for
+/// VerifyClientSecret, [`VerifyService`].
 #[derive(Debug, Clone)]
 pub struct ClientSecretsGrpc {
     secrets: SecretService,
+    verifier: VerifyService,
 }
 
 impl ClientSecretsGrpc {
-    /// The adapter over `secrets`.
-    pub fn new(secrets: SecretService) -> Self {
-        Self { secrets }
+    /// The adapter over `secrets` and `verifier`.
+    pub fn new(secrets: SecretService, verifier: VerifyService) -> Self {
+        Self { secrets, verifier }
     }
 }
 
@@ -35,9 +37,10 @@ impl ClientSecrets for ClientSecretsGrpc {
     ) -> Result<Response<pb::GenerateClientSecretResponse>, Status> {
         let actor = auth::actor(&request);
         let req = request.into_inner();
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
         let generated = self
             .secrets
-            .generate(&actor, &req.org_id, &req.description)
+            .generate(&actor, &org_id, &req.description)
             .await?;
         Ok(Response::new(pb::GenerateClientSecretResponse {
             secret: Some(convert::client_secret(generated.secret)),
@@ -51,10 +54,11 @@ impl ClientSecrets for ClientSecretsGrpc {
     ) -> Result<Response<pb::ClientSecret>, Status> {
         let actor = auth::actor(&request);
         let req = request.into_inner();
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
         let plaintext = SecretString::from(req.plaintext);
         let secret = self
             .secrets
-            .import(&actor, &req.org_id, plaintext, &req.description)
+            .import(&actor, &org_id, plaintext, &req.description)
             .await?;
         Ok(Response::new(convert::client_secret(secret)))
     }
@@ -65,8 +69,11 @@ impl ClientSecrets for ClientSecretsGrpc {
     ) -> Result<Response<pb::ClientSecret>, Status> {
         let actor = auth::actor(&request);
         let req = request.into_inner();
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
         let target = match req.secret {
-            Some(Secret::SecretId(id)) => ActivationTarget::SecretId(id),
+            Some(Secret::SecretId(id)) => {
+                ActivationTarget::SecretId(convert::id(SecretId::parse, "secret_id", &id)?)
+            }
             Some(Secret::Plaintext(plaintext)) => ActivationTarget::Plaintext(plaintext.into()),
             None => {
                 return Err(Error::invalid(
@@ -81,7 +88,7 @@ impl ClientSecrets for ClientSecretsGrpc {
             secret::parse_grace("grace_period", grace.seconds, grace.nanos).map_err(Error::from)?;
         let secret = self
             .secrets
-            .activate(&actor, &req.org_id, target, grace)
+            .activate(&actor, &org_id, target, grace)
             .await?;
         Ok(Response::new(convert::client_secret(secret)))
     }
@@ -91,15 +98,19 @@ impl ClientSecrets for ClientSecretsGrpc {
         request: Request<pb::ListClientSecretsRequest>,
     ) -> Result<Response<pb::ListClientSecretsResponse>, Status> {
         let req = request.into_inner();
-        let page = PageRequest::parse(req.page_size, &req.page_token).map_err(Error::from)?;
-        let page = self.secrets.list(&req.org_id, page).await?;
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let page = convert::page_request(
+            req.page_size,
+            &req.page_token,
+            &["client_secrets", org_id.as_str()],
+        )?;
+        let (secrets, next_page_token) = convert::page(
+            self.secrets.list(&org_id, page).await?,
+            convert::client_secret,
+        );
         Ok(Response::new(pb::ListClientSecretsResponse {
-            secrets: page
-                .secrets
-                .into_iter()
-                .map(convert::client_secret)
-                .collect(),
-            next_page_token: page.next_page_token,
+            secrets,
+            next_page_token,
         }))
     }
 
@@ -109,10 +120,9 @@ impl ClientSecrets for ClientSecretsGrpc {
     ) -> Result<Response<pb::ClientSecret>, Status> {
         let actor = auth::actor(&request);
         let req = request.into_inner();
-        let secret = self
-            .secrets
-            .revoke(&actor, &req.org_id, &req.secret_id)
-            .await?;
+        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let secret_id = convert::id(SecretId::parse, "secret_id", &req.secret_id)?;
+        let secret = self.secrets.revoke(&actor, &org_id, &secret_id).await?;
         Ok(Response::new(convert::client_secret(secret)))
     }
 
@@ -121,15 +131,16 @@ impl ClientSecrets for ClientSecretsGrpc {
         request: Request<pb::VerifyClientSecretRequest>,
     ) -> Result<Response<pb::VerifyClientSecretResponse>, Status> {
         let req = request.into_inner();
+        let client_id = ClientId::parse(&req.client_id);
         let verdict = self
-            .secrets
-            .verify(&req.client_id, req.client_secret.into())
+            .verifier
+            .verify(client_id.as_ref(), req.client_secret.into())
             .await?;
         Ok(Response::new(match verdict {
             Verdict::Valid { org_id, secret_id } => pb::VerifyClientSecretResponse {
                 valid: true,
-                org_id,
-                secret_id,
+                org_id: org_id.into_string(),
+                secret_id: secret_id.into_string(),
             },
             Verdict::Invalid(_) => pb::VerifyClientSecretResponse::default(),
         }))

@@ -5,13 +5,44 @@ use chrono::{DateTime, Utc};
 use crate::{
     Error,
     domain::{
-        app::{AppRegistration, Platform},
+        Violation,
+        app::{AppKind, AppRegistration, Platform},
         audit::AuditEvent,
+        ids::ClientId,
         org::Org,
+        paging::{Page, PageRequest},
         secret::{ClientSecret, ClientSecretState},
     },
     pb,
 };
+
+/// Parses an id the caller sent in `field` (`OrgId::parse`, `SecretId::parse`…):
+/// INVALID_ARGUMENT naming the field when it is missing or not an id.
+pub fn id<T>(
+    parse: fn(&str, &str) -> Result<T, Violation>,
+    field: &str,
+    value: &str,
+) -> Result<T, Error> {
+    parse(field, value).map_err(Error::from)
+}
+
+/// The client ID a caller looks an org up by: one that cannot exist is NOT_FOUND,
+/// like any unknown one.
+pub fn client_id_lookup(value: &str) -> Result<ClientId, Error> {
+    ClientId::parse(value).ok_or(Error::NotFound("org"))
+}
+
+/// The page a List request asks for; `list` names the list and every filter that
+/// shapes it, so that a page token only continues the list it came from.
+pub fn page_request(page_size: i32, page_token: &str, list: &[&str]) -> Result<PageRequest, Error> {
+    PageRequest::parse(page_size, page_token, list).map_err(Error::from)
+}
+
+/// The items of `page` converted, and its next page token.
+pub fn page<T, U>(page: Page<T>, convert: impl FnMut(T) -> U) -> (Vec<U>, String) {
+    let page = page.map(convert);
+    (page.items, page.next_page_token)
+}
 
 /// A protobuf timestamp for `time`.
 pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
@@ -24,8 +55,8 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 /// The proto `Org` for `org`, with its login domain.
 pub fn org(org: Org, login_domain: String) -> pb::Org {
     pb::Org {
-        id: org.id,
-        client_id: org.client_id,
+        id: org.id.into_string(),
+        client_id: org.client_id.into_string(),
         name: org.name,
         main_website: org.main_website,
         custom_domain: org.custom_domain.unwrap_or_default(),
@@ -49,8 +80,8 @@ pub fn client_secret_state(state: ClientSecretState) -> pb::ClientSecretState {
 /// The proto `ClientSecret` (metadata only) for `secret`.
 pub fn client_secret(secret: ClientSecret) -> pb::ClientSecret {
     pb::ClientSecret {
-        id: secret.id,
-        org_id: secret.org_id,
+        id: secret.id.into_string(),
+        org_id: secret.org_id.into_string(),
         state: client_secret_state(secret.state).into(),
         description: secret.description,
         hint: secret.hint,
@@ -63,56 +94,77 @@ pub fn client_secret(secret: ClientSecret) -> pb::ClientSecret {
     }
 }
 
-/// The domain platform of a proto platform; `None` for UNSPECIFIED.
-pub fn platform(platform: pb::Platform) -> Option<Platform> {
+/// The platform of a new app: UNSPECIFIED is INVALID_ARGUMENT naming `platform`.
+pub fn platform(platform: pb::Platform) -> Result<Platform, Error> {
     match platform {
-        pb::Platform::Ios => Some(Platform::Ios),
-        pb::Platform::Android => Some(Platform::Android),
-        pb::Platform::Web => Some(Platform::Web),
-        pb::Platform::Unspecified => None,
+        pb::Platform::Ios => Ok(Platform::Ios),
+        pb::Platform::Android => Ok(Platform::Android),
+        pb::Platform::Web => Ok(Platform::Web),
+        pb::Platform::Unspecified => Err(Error::invalid(
+            "platform",
+            "must be PLATFORM_IOS, PLATFORM_ANDROID or PLATFORM_WEB",
+        )),
     }
 }
 
+/// The raw app fields of a create request or of an update's `app_registration`
+/// (both messages carry them under the same names), with `require_pkce` as given.
+macro_rules! app_input {
+    ($message:expr, $require_pkce:expr) => {{
+        let message = $message;
+        $crate::domain::app::AppInput {
+            require_pkce: $require_pkce(&message),
+            name: message.name,
+            bundle_id: message.bundle_id,
+            package_name: message.package_name,
+            app_link: message.app_link,
+            callback_url: message.callback_url,
+            apple_team_id: message.apple_team_id,
+            sha256_cert_fingerprints: message.sha256_cert_fingerprints,
+        }
+    }};
+}
+pub(crate) use app_input;
+
 /// The proto `AppRegistration` for `app`.
 pub fn app_registration(app: AppRegistration) -> pb::AppRegistration {
-    let (proto_platform, bundle_id, package_name, app_link, callback_url) = match app.platform {
-        Platform::Ios => (
-            pb::Platform::Ios,
-            app.fields.app_id,
-            String::new(),
-            app.fields.redirect_uri,
-            String::new(),
-        ),
-        Platform::Android => (
-            pb::Platform::Android,
-            String::new(),
-            app.fields.app_id,
-            app.fields.redirect_uri,
-            String::new(),
-        ),
-        Platform::Web => (
-            pb::Platform::Web,
-            String::new(),
-            String::new(),
-            String::new(),
-            app.fields.redirect_uri,
-        ),
-    };
-    pb::AppRegistration {
-        id: app.id,
-        org_id: app.org_id,
+    let require_pkce = app.require_pkce();
+    let mut proto = pb::AppRegistration {
+        id: app.id.into_string(),
+        org_id: app.org_id.into_string(),
         name: app.name,
-        platform: proto_platform.into(),
-        bundle_id,
-        package_name,
-        app_link,
-        callback_url,
-        apple_team_id: app.fields.apple_team_id,
-        sha256_cert_fingerprints: app.fields.sha256_cert_fingerprints,
-        require_pkce: app.require_pkce,
+        require_pkce,
         create_time: Some(timestamp(app.create_time)),
         update_time: Some(timestamp(app.update_time)),
+        ..Default::default()
+    };
+    match app.kind {
+        AppKind::Ios {
+            bundle_id,
+            app_link,
+            apple_team_id,
+        } => {
+            proto.set_platform(pb::Platform::Ios);
+            proto.bundle_id = bundle_id;
+            proto.app_link = app_link;
+            proto.apple_team_id = apple_team_id.unwrap_or_default();
+        }
+        AppKind::Android {
+            package_name,
+            app_link,
+            sha256_cert_fingerprints,
+        } => {
+            proto.set_platform(pb::Platform::Android);
+            proto.package_name = package_name;
+            proto.app_link = app_link;
+            proto.sha256_cert_fingerprints = sha256_cert_fingerprints;
+        }
+        AppKind::Web { callback_url, .. } => {
+            proto.set_platform(pb::Platform::Web);
+            proto.callback_url = callback_url;
+        }
     }
+    proto
 }
 
 /// The time of a protobuf timestamp, or INVALID_ARGUMENT naming `field`.
@@ -126,11 +178,11 @@ pub fn time(field: &str, timestamp: prost_types::Timestamp) -> Result<DateTime<U
 /// The proto `AuditEvent` for `event`.
 pub fn audit_event(event: AuditEvent) -> pb::AuditEvent {
     pb::AuditEvent {
-        id: event.id,
+        id: event.id.into_string(),
         time: Some(timestamp(event.time)),
         caller: event.caller,
         action: event.action,
-        org_id: event.org_id.unwrap_or_default(),
+        org_id: event.org_id.map(|id| id.into_string()).unwrap_or_default(),
         target_id: event.target_id,
         outcome: event.outcome,
         request_id: event.request_id,

@@ -6,8 +6,8 @@ use super::{auth, convert};
 use crate::{
     Error,
     domain::{
+        ids::OrgId,
         org::{NewOrg, OrgChanges},
-        paging::PageRequest,
     },
     pb::{self, get_org_request::Lookup, orgs_server::Orgs},
     service::{OrgService, orgs::OrgLookup},
@@ -49,8 +49,10 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::GetOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
         let lookup = match request.into_inner().lookup {
-            Some(Lookup::Id(id)) => OrgLookup::Id(id),
-            Some(Lookup::ClientId(client_id)) => OrgLookup::ClientId(client_id),
+            Some(Lookup::Id(id)) => OrgLookup::Id(convert::id(OrgId::parse, "id", &id)?),
+            Some(Lookup::ClientId(client_id)) => {
+                OrgLookup::ClientId(convert::client_id_lookup(&client_id)?)
+            }
             Some(Lookup::CustomDomain(domain)) => OrgLookup::CustomDomain(domain),
             None => {
                 return Err(
@@ -66,19 +68,14 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::ListOrgsRequest>,
     ) -> Result<Response<pb::ListOrgsResponse>, Status> {
         let req = request.into_inner();
-        let page = PageRequest::parse(req.page_size, &req.page_token).map_err(Error::from)?;
-        let page = self.orgs.list(page).await?;
-        let orgs = page
-            .orgs
-            .into_iter()
-            .map(|org| {
-                let login_domain = self.orgs.login_domain(&org);
-                convert::org(org, login_domain)
-            })
-            .collect();
+        let page = convert::page_request(req.page_size, &req.page_token, &["orgs"])?;
+        let (orgs, next_page_token) = convert::page(self.orgs.list(page).await?, |org| {
+            let login_domain = self.orgs.login_domain(&org);
+            convert::org(org, login_domain)
+        });
         Ok(Response::new(pb::ListOrgsResponse {
             orgs,
-            next_page_token: page.next_page_token,
+            next_page_token,
         }))
     }
 
@@ -91,10 +88,11 @@ impl Orgs for OrgsGrpc {
         let org = req
             .org
             .ok_or_else(|| Error::invalid("org", "is required"))?;
+        let id = convert::id(OrgId::parse, "org.id", &org.id)?;
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
         let changes = OrgChanges::parse(&paths, &org.name, &org.main_website, &org.custom_domain)
             .map_err(Error::Invalid)?;
-        Ok(self.reply(self.orgs.update(&actor, &org.id, changes).await?))
+        Ok(self.reply(self.orgs.update(&actor, &id, changes).await?))
     }
 
     async fn delete_org(
@@ -102,7 +100,8 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::DeleteOrgRequest>,
     ) -> Result<Response<()>, Status> {
         let actor = auth::actor(&request);
-        self.orgs.delete(&actor, &request.into_inner().id).await?;
+        let id = convert::id(OrgId::parse, "id", &request.into_inner().id)?;
+        self.orgs.delete(&actor, &id).await?;
         Ok(Response::new(()))
     }
 
@@ -110,12 +109,13 @@ impl Orgs for OrgsGrpc {
         &self,
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::GetIntegrationResponse>, Status> {
-        let integration = self.orgs.integration(&request.into_inner().org_id).await?;
+        let org_id = convert::id(OrgId::parse, "org_id", &request.into_inner().org_id)?;
+        let integration = self.orgs.integration(&org_id).await?;
         let secrets = integration.secrets;
         Ok(Response::new(pb::GetIntegrationResponse {
-            org_id: integration.org.id,
+            org_id: integration.org.id.into_string(),
             login_domain: integration.login_domain,
-            client_id: integration.org.client_id,
+            client_id: integration.org.client_id.into_string(),
             active_secret: secrets.active.map(convert::client_secret),
             pending_secret_count: i32::try_from(secrets.pending_count).unwrap_or(i32::MAX),
             retiring_secrets: secrets

@@ -9,12 +9,13 @@ use crate::{
     Error,
     domain::{
         Violation,
-        app::{self, AppInput, AppRegistration, Platform},
+        app::{self, AppInput, AppKind, AppRegistration, Platform},
         caller::Actor,
-        ids,
-        paging::{PageRequest, next_page_token},
+        ids::{AppRegistrationId, ClientId, OrgId},
+        org::OrgScope,
+        paging::{Page, PageRequest},
     },
-    service::{Clock, orgs::require_org_id},
+    service::Clock,
     store::{Store, audit::NewEvent},
 };
 
@@ -32,20 +33,11 @@ const UPDATABLE: &[&str] = &[
 /// Fields that never change once registered.
 const IMMUTABLE: &[&str] = &["id", "org_id", "platform", "create_time", "update_time"];
 
-/// A page of app registrations.
-#[derive(Debug, Clone)]
-pub struct AppPage {
-    /// The apps, oldest first.
-    pub apps: Vec<AppRegistration>,
-    /// Empty on the last page.
-    pub next_page_token: String,
-}
-
 /// The gateway's answer for a redirect URI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedirectCheck {
     /// The matching app, if the URI is registered.
-    pub app_id: Option<String>,
+    pub app_id: Option<AppRegistrationId>,
     /// Whether the login must use PKCE.
     pub pkce_required: bool,
 }
@@ -87,66 +79,53 @@ impl AppService {
     pub async fn create(
         &self,
         actor: &Actor,
-        org_id: &str,
-        platform: Option<Platform>,
+        org_id: &OrgId,
+        platform: Platform,
         input: AppInput,
     ) -> Result<AppRegistration, Error> {
-        require_org_id("org_id", org_id)?;
         super::record_org(org_id);
-        let platform = platform.ok_or_else(|| {
-            Error::invalid(
-                "platform",
-                "must be PLATFORM_IOS, PLATFORM_ANDROID or PLATFORM_WEB",
-            )
-        })?;
         let org = self
             .store
             .find_org(org_id)
             .await?
             .ok_or(Error::NotFound("org"))?;
         let valid = app::validate(platform, &input, &org.main_website).map_err(Error::Invalid)?;
-        let id = ids::new_id();
+        let id = AppRegistrationId::generate();
         let created = self
             .store
             .insert_app(
                 id.clone(),
                 org_id,
-                platform,
                 valid,
                 self.clock.now(),
                 NewEvent::new(actor, "app.create", Some(org_id), &id)
                     .details(serde_json::json!({ "platform": platform.as_str() })),
             )
             .await?;
-        tracing::info!(org_id, app_id = %created.id, platform = platform.as_str(), "app registered");
+        tracing::info!(%org_id, app_id = %created.id, platform = platform.as_str(), "app registered");
         Ok(created)
     }
 
     /// The app registration `id`.
-    pub async fn get(&self, id: &str) -> Result<AppRegistration, Error> {
-        require_app_id("id", id)?;
+    pub async fn get(&self, id: &AppRegistrationId) -> Result<AppRegistration, Error> {
         self.store
-            .find_app(id)
+            .find_app(OrgScope::Any, id)
             .await?
             .ok_or(Error::NotFound("app registration"))
     }
 
     /// A page of the org's apps.
-    pub async fn list(&self, org_id: &str, page: PageRequest) -> Result<AppPage, Error> {
-        require_org_id("org_id", org_id)?;
+    pub async fn list(
+        &self,
+        org_id: &OrgId,
+        page: PageRequest,
+    ) -> Result<Page<AppRegistration>, Error> {
         super::record_org(org_id);
-        let (apps, more) = self.store.list_apps(org_id, &page).await?;
-        if apps.is_empty() && page.after.is_none() && self.store.find_org(org_id).await?.is_none() {
+        let page = self.store.list_apps(org_id, &page).await?;
+        if page.items.is_empty() && self.store.find_org(org_id).await?.is_none() {
             return Err(Error::NotFound("org"));
         }
-        let next_page_token = match apps.last() {
-            Some(last) if more => next_page_token(&last.id),
-            _ => String::new(),
-        };
-        Ok(AppPage {
-            apps,
-            next_page_token,
-        })
+        Ok(page)
     }
 
     /// Changes the fields named in `paths` to the values in `input`; the platform
@@ -154,28 +133,24 @@ impl AppService {
     pub async fn update(
         &self,
         actor: &Actor,
-        id: &str,
+        id: &AppRegistrationId,
         paths: &[String],
         input: AppInput,
     ) -> Result<AppRegistration, Error> {
-        require_app_id("app_registration.id", id)?;
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
                 format!("must name at least one of: {}", UPDATABLE.join(", ")),
             ));
         }
-        let current = self
-            .store
-            .find_app(id)
-            .await?
-            .ok_or(Error::NotFound("app registration"))?;
+        let current = self.get(id).await?;
+        super::record_org(&current.org_id);
         let org = self
             .store
             .find_org(&current.org_id)
             .await?
             .ok_or(Error::NotFound("org"))?;
-        let mut merged = input_of(&current);
+        let mut merged = current.kind.to_input(&current.name);
         let mut violations = Vec::new();
         for path in paths {
             match path.as_str() {
@@ -207,19 +182,21 @@ impl AppService {
         if !violations.is_empty() {
             return Err(Error::Invalid(violations));
         }
-        let valid =
-            app::validate(current.platform, &merged, &org.main_website).map_err(|violations| {
+        let valid = app::validate(current.platform(), &merged, &org.main_website).map_err(
+            |violations| {
                 Error::Invalid(
                     violations
                         .into_iter()
                         .map(|v| Violation::new(format!("app_registration.{}", v.field), v.reason))
                         .collect(),
                 )
-            })?;
+            },
+        )?;
         let updated = self
             .store
             .update_app(
-                &current,
+                &current.org_id,
+                id,
                 valid,
                 self.clock.now(),
                 NewEvent::new(actor, "app.update", Some(&current.org_id), id)
@@ -231,30 +208,29 @@ impl AppService {
     }
 
     /// Deletes the app registration `id`.
-    pub async fn delete(&self, actor: &Actor, id: &str) -> Result<(), Error> {
-        require_app_id("id", id)?;
-        let app = self
-            .store
-            .find_app(id)
-            .await?
-            .ok_or(Error::NotFound("app registration"))?;
+    pub async fn delete(&self, actor: &Actor, id: &AppRegistrationId) -> Result<(), Error> {
+        let app = self.get(id).await?;
+        super::record_org(&app.org_id);
         let event = NewEvent::new(actor, "app.delete", Some(&app.org_id), id);
-        self.store.delete_app(id, self.clock.now(), event).await?;
+        self.store
+            .delete_app(&app.org_id, id, self.clock.now(), event)
+            .await?;
         tracing::info!(app_id = %id, "app registration deleted");
         Ok(())
     }
 
-    /// Whether `redirect_uri` is registered for `client_id`. Unknown clients,
-    /// deleted orgs and malformed input are simply not allowed.
+    /// Whether `redirect_uri` is registered for `client_id` (`None`: what was
+    /// presented cannot be a client ID). Unknown clients, deleted orgs and
+    /// malformed input are simply not allowed.
     pub async fn check_redirect(
         &self,
-        client_id: &str,
+        client_id: Option<&ClientId>,
         redirect_uri: &str,
     ) -> Result<RedirectCheck, Error> {
-        if !ids::is_client_id(client_id)
-            || redirect_uri.is_empty()
-            || redirect_uri.len() > crate::domain::org::MAX_URL_LEN
-        {
+        let Some(client_id) = client_id else {
+            return Ok(RedirectCheck::default());
+        };
+        if redirect_uri.is_empty() || redirect_uri.len() > crate::domain::org::MAX_URL_LEN {
             return Ok(RedirectCheck::default());
         }
         let apps = self.store.apps_of_client(client_id).await?;
@@ -262,11 +238,11 @@ impl AppService {
             .into_iter()
             .find(|app| app::redirect_matches(app.redirect_uri(), redirect_uri));
         if found.is_none() {
-            tracing::info!(client_id, "redirect URI refused: not registered");
+            tracing::info!(%client_id, "redirect URI refused: not registered");
         }
         Ok(
             found.map_or_else(RedirectCheck::default, |app| RedirectCheck {
-                pkce_required: app.require_pkce,
+                pkce_required: app.require_pkce(),
                 app_id: Some(app.id),
             }),
         )
@@ -274,8 +250,7 @@ impl AppService {
 
     /// The `apple-app-site-association` and `assetlinks.json` files each App Link
     /// host of the org must serve.
-    pub async fn association_files(&self, org_id: &str) -> Result<AssociationFiles, Error> {
-        require_org_id("org_id", org_id)?;
+    pub async fn association_files(&self, org_id: &OrgId) -> Result<AssociationFiles, Error> {
         super::record_org(org_id);
         self.store
             .find_org(org_id)
@@ -286,86 +261,54 @@ impl AppService {
     }
 }
 
-fn require_app_id(field: &str, id: &str) -> Result<(), Error> {
-    if ids::is_id(id) {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            "must be an app registration id (a UUID)",
-        ))
-    }
-}
-
-/// The raw input that `app` was registered with.
-fn input_of(app: &AppRegistration) -> AppInput {
-    let fields = &app.fields;
-    let (bundle_id, package_name, app_link, callback_url) = match app.platform {
-        Platform::Ios => (
-            fields.app_id.clone(),
-            String::new(),
-            fields.redirect_uri.clone(),
-            String::new(),
-        ),
-        Platform::Android => (
-            String::new(),
-            fields.app_id.clone(),
-            fields.redirect_uri.clone(),
-            String::new(),
-        ),
-        Platform::Web => (
-            String::new(),
-            String::new(),
-            String::new(),
-            fields.redirect_uri.clone(),
-        ),
-    };
-    AppInput {
-        name: app.name.clone(),
-        bundle_id,
-        package_name,
-        app_link,
-        callback_url,
-        apple_team_id: fields.apple_team_id.clone(),
-        sha256_cert_fingerprints: fields.sha256_cert_fingerprints.clone(),
-        require_pkce: (app.platform == Platform::Web).then_some(app.require_pkce),
-    }
-}
-
 /// Renders the association files of `apps`, one per host and kind, in a stable order.
 pub fn render_association_files(apps: &[AppRegistration]) -> AssociationFiles {
     let mut apple: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let mut android: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let mut problems = Vec::new();
-    for app in apps.iter().filter(|app| app.platform.is_native()) {
+    for app in apps {
         let Ok(link) = url::Url::parse(app.redirect_uri()) else {
             continue;
         };
         let Some(host) = link.host_str().map(crate::domain::host::canonical_host) else {
             continue;
         };
-        match app.platform {
-            Platform::Ios if app.fields.apple_team_id.is_empty() => problems.push(format!(
+        match &app.kind {
+            AppKind::Ios {
+                apple_team_id: None,
+                ..
+            } => problems.push(format!(
                 "app {} ({}): apple_team_id is missing, needed to render apple-app-site-association",
                 app.id, app.name
             )),
-            Platform::Ios => apple.entry(host).or_default().push(json!({
-                "appIDs": [format!("{}.{}", app.fields.apple_team_id, app.fields.app_id)],
+            AppKind::Ios {
+                bundle_id,
+                apple_team_id: Some(team_id),
+                ..
+            } => apple.entry(host).or_default().push(json!({
+                "appIDs": [format!("{team_id}.{bundle_id}")],
                 "components": [{ "/": link.path() }],
             })),
-            Platform::Android if app.fields.sha256_cert_fingerprints.is_empty() => problems.push(format!(
+            AppKind::Android {
+                sha256_cert_fingerprints,
+                ..
+            } if sha256_cert_fingerprints.is_empty() => problems.push(format!(
                 "app {} ({}): sha256_cert_fingerprints is missing, needed to render assetlinks.json",
                 app.id, app.name
             )),
-            Platform::Android => android.entry(host).or_default().push(json!({
+            AppKind::Android {
+                package_name,
+                sha256_cert_fingerprints,
+                ..
+            } => android.entry(host).or_default().push(json!({
                 "relation": ["delegate_permission/common.handle_all_urls"],
                 "target": {
                     "namespace": "android_app",
-                    "package_name": app.fields.app_id,
-                    "sha256_cert_fingerprints": app.fields.sha256_cert_fingerprints,
+                    "package_name": package_name,
+                    "sha256_cert_fingerprints": sha256_cert_fingerprints,
                 },
             })),
-            Platform::Web => {}
+            AppKind::Web { .. } => {}
         }
     }
     let pretty =

@@ -18,7 +18,7 @@ use crate::{
     Error,
     domain::{
         caller::{self, Actor, Caller, CallerToken, NewToken, Scope, Scopes},
-        ids,
+        ids::CallerTokenId,
     },
     service::Clock,
     store::{Store, audit::NewEvent, caller_tokens::LiveToken},
@@ -29,7 +29,7 @@ pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2)
 
 #[derive(Debug, Clone)]
 struct Entry {
-    id: String,
+    id: CallerTokenId,
     caller: Caller,
     expire_time: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -38,7 +38,7 @@ struct Entry {
 pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
     tokens: RwLock<Arc<HashMap<[u8; 32], Entry>>>,
-    used: Mutex<HashSet<String>>,
+    used: Mutex<HashSet<CallerTokenId>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -131,7 +131,7 @@ impl Authenticator {
 
     /// Writes `last_used_time` for the tokens used since the last flush.
     pub async fn flush_last_used(&self, store: &Store) -> Result<(), Error> {
-        let used: Vec<String> = match self.used.lock() {
+        let used: Vec<CallerTokenId> = match self.used.lock() {
             Ok(mut used) => used.drain().collect(),
             Err(_) => return Ok(()),
         };
@@ -139,14 +139,9 @@ impl Authenticator {
     }
 }
 
-fn decode_hex(hex: &str) -> Option<[u8; 32]> {
+fn decode_hex(digest: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(digest, &mut out).ok()?;
     Some(out)
 }
 
@@ -178,7 +173,7 @@ impl TokenService {
         }
         let now = self.clock.now();
         let new = caller::generate_token();
-        let id = ids::new_id();
+        let id = CallerTokenId::generate();
         let event = NewEvent::new(actor, "token.create", None, &name)
             .details(serde_json::json!({ "scopes": scopes.to_names() }));
         let token = self
@@ -219,10 +214,7 @@ impl TokenService {
         if self.store.count_tokens().await? > 0 {
             return Ok(None);
         }
-        let actor = Actor {
-            caller: "first-start".into(),
-            request_id: ids::new_id(),
-        };
+        let actor = Actor::internal("first-start");
         match self
             .create(&actor, "admin", Scopes::of([Scope::Admin]), None)
             .await
@@ -271,8 +263,8 @@ mod tests {
     #[test]
     fn digests_round_trip_through_hex() {
         let digest = caller::token_digest(b"x");
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(decode_hex(&hex), Some(digest));
+        assert_eq!(decode_hex(&hex::encode(digest)), Some(digest));
         assert_eq!(decode_hex("zz"), None);
+        assert_eq!(decode_hex(&"+f".repeat(32)), None, "a sign is no hex digit");
     }
 }

@@ -112,7 +112,7 @@ impl Hasher {
                 dummy_phc: String::new(),
             }),
         };
-        let dummy = SecretString::from(ids::new_client_id());
+        let dummy = SecretString::from(ids::ClientId::generate().into_string());
         let dummy_phc = hasher.run_hash(&dummy).map_err(|err| err.to_string())?;
         if let Some(inner) = Arc::get_mut(&mut hasher.inner) {
             inner.dummy_phc = dummy_phc;

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod hasher;
 pub mod orgs;
 pub mod throttle;
+pub mod verify;
 pub mod verify_cache;
 
 pub use app_registrations::AppService;
@@ -16,8 +17,9 @@ pub use audit::AuditService;
 pub use client_secrets::SecretService;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use orgs::OrgService;
+pub use verify::VerifyService;
 
 /// Names the org in the current RPC's span (and so in its exported trace).
-pub(crate) fn record_org(org_id: &str) {
-    tracing::Span::current().record("org_id", org_id);
+pub(crate) fn record_org(org_id: &crate::domain::ids::OrgId) {
+    tracing::Span::current().record("org_id", org_id.as_str());
 }

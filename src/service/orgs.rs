@@ -6,11 +6,13 @@ use crate::{
     Error,
     domain::{
         caller::Actor,
-        host, ids,
+        host,
+        ids::{ClientId, OrgId},
         org::{NewOrg, Org, OrgChanges},
-        paging::{PageRequest, next_page_token},
+        paging::{Page, PageRequest},
+        secret::SecretOverview,
     },
-    service::{Clock, SecretService, client_secrets::SecretOverview},
+    service::{Clock, verify_cache::VerifyCache},
     store::{Store, audit::NewEvent},
 };
 
@@ -18,20 +20,11 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrgLookup {
     /// By `id`.
-    Id(String),
+    Id(OrgId),
     /// By public client ID.
-    ClientId(String),
-    /// By custom login domain.
+    ClientId(ClientId),
+    /// By custom login domain (as sent; checked here).
     CustomDomain(String),
-}
-
-/// A page of orgs and the token for the next.
-#[derive(Debug, Clone)]
-pub struct OrgPage {
-    /// The orgs, oldest first.
-    pub orgs: Vec<Org>,
-    /// Empty on the last page.
-    pub next_page_token: String,
 }
 
 /// What an app developer needs to integrate with an org. Never a secret.
@@ -49,23 +42,23 @@ pub struct Integration {
 #[derive(Debug, Clone)]
 pub struct OrgService {
     store: Store,
-    secrets: SecretService,
+    cache: Arc<VerifyCache>,
     clock: Arc<dyn Clock>,
     default_login_domain: String,
 }
 
 impl OrgService {
     /// The service over `store`; orgs without a custom domain log in on
-    /// `default_login_domain`. `secrets` fills in the integration view.
+    /// `default_login_domain`. Deleting an org forgets its entries in `cache`.
     pub fn new(
         store: Store,
-        secrets: SecretService,
+        cache: Arc<VerifyCache>,
         clock: Arc<dyn Clock>,
         default_login_domain: String,
     ) -> Self {
         Self {
             store,
-            secrets,
+            cache,
             clock,
             default_login_domain,
         }
@@ -78,11 +71,11 @@ impl OrgService {
 
     /// Creates an org with a fresh id and client ID.
     pub async fn create(&self, actor: &Actor, org: NewOrg) -> Result<Org, Error> {
-        let id = ids::new_id();
+        let id = OrgId::generate();
         let event = NewEvent::new(actor, "org.create", Some(&id), &id);
         let org = self
             .store
-            .insert_org(id, ids::new_client_id(), org, self.clock.now(), event)
+            .insert_org(id, ClientId::generate(), org, self.clock.now(), event)
             .await?;
         tracing::info!(org_id = %org.id, client_id = %org.client_id, "org created");
         Ok(org)
@@ -91,19 +84,8 @@ impl OrgService {
     /// The org named by `lookup`.
     pub async fn get(&self, lookup: OrgLookup) -> Result<Org, Error> {
         let found = match lookup {
-            OrgLookup::Id(id) => {
-                if !ids::is_id(&id) {
-                    return Err(Error::invalid("id", "must be an org id (a UUID)"));
-                }
-                self.store.find_org(&id).await?
-            }
-            OrgLookup::ClientId(client_id) => {
-                if !ids::is_client_id(&client_id) {
-                    // No org can have it; answering NOT_FOUND like any unknown ID.
-                    return Err(Error::NotFound("org"));
-                }
-                self.store.find_org_by_client_id(&client_id).await?
-            }
+            OrgLookup::Id(id) => self.store.find_org(&id).await?,
+            OrgLookup::ClientId(client_id) => self.store.find_org_by_client_id(&client_id).await?,
             OrgLookup::CustomDomain(domain) => {
                 let domain = host::parse_dns_host("custom_domain", &domain)?;
                 self.store.find_org_by_custom_domain(&domain).await?
@@ -113,21 +95,17 @@ impl OrgService {
     }
 
     /// A page of orgs in creation order.
-    pub async fn list(&self, page: PageRequest) -> Result<OrgPage, Error> {
-        let (orgs, more) = self.store.list_orgs(&page).await?;
-        let next_page_token = match orgs.last() {
-            Some(last) if more => next_page_token(&last.id),
-            _ => String::new(),
-        };
-        Ok(OrgPage {
-            orgs,
-            next_page_token,
-        })
+    pub async fn list(&self, page: PageRequest) -> Result<Page<Org>, Error> {
+        self.store.list_orgs(&page).await
     }
 
     /// Applies validated changes to the org `id`.
-    pub async fn update(&self, actor: &Actor, id: &str, changes: OrgChanges) -> Result<Org, Error> {
-        require_org_id("org.id", id)?;
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &OrgId,
+        changes: OrgChanges,
+    ) -> Result<Org, Error> {
         super::record_org(id);
         let event = NewEvent::new(actor, "org.update", Some(id), id)
             .details(serde_json::json!({ "fields": changes.field_names() }));
@@ -140,19 +118,17 @@ impl OrgService {
     }
 
     /// Deletes the org `id`; its client ID is never issued again.
-    pub async fn delete(&self, actor: &Actor, id: &str) -> Result<(), Error> {
-        require_org_id("id", id)?;
+    pub async fn delete(&self, actor: &Actor, id: &OrgId) -> Result<(), Error> {
         super::record_org(id);
         let event = NewEvent::new(actor, "org.delete", Some(id), id);
         self.store.delete_org(id, self.clock.now(), event).await?;
-        self.secrets.forget_org(id);
+        self.cache.forget_org(id.as_str());
         tracing::info!(org_id = %id, "org deleted");
         Ok(())
     }
 
     /// The integration view of the org `org_id`.
-    pub async fn integration(&self, org_id: &str) -> Result<Integration, Error> {
-        require_org_id("org_id", org_id)?;
+    pub async fn integration(&self, org_id: &OrgId) -> Result<Integration, Error> {
         super::record_org(org_id);
         let org = self
             .store
@@ -161,19 +137,11 @@ impl OrgService {
             .ok_or(Error::NotFound("org"))?;
         Ok(Integration {
             login_domain: self.login_domain(&org),
-            secrets: self.secrets.overview(&org.id).await?,
+            secrets: SecretOverview::of(
+                self.store.current_secrets(&org.id).await?,
+                self.clock.now(),
+            ),
             org,
         })
-    }
-}
-
-/// Refuses what cannot be an org id before it reaches the store.
-pub fn require_org_id(field: &str, id: &str) -> Result<(), Error> {
-    if id.is_empty() {
-        Err(Error::invalid(field, "is required"))
-    } else if !ids::is_id(id) {
-        Err(Error::invalid(field, "must be an org id (a UUID)"))
-    } else {
-        Ok(())
     }
 }

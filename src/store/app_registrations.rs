@@ -1,23 +1,27 @@
-//! Queries on app registrations.
+//! Queries on app registrations. Every query names the org (or says it may reach
+//! any org), so that none can forget the tenant.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 
 use super::{
     Store,
     audit::{self, NewEvent},
-    client_secrets::lock_live_org,
     entities::{app_registrations, orgs},
     is_unique_violation,
+    orgs::lock_live_org,
+    page_of,
 };
 use crate::{
     Error,
     domain::{
-        app::{AppFields, AppRegistration, Platform, ValidApp},
-        paging::PageRequest,
+        app::{AppKind, AppRegistration, Platform, ValidApp},
+        ids::{AppRegistrationId, ClientId, OrgId},
+        org::OrgScope,
+        paging::{Page, PageRequest},
     },
 };
 
@@ -28,15 +32,15 @@ impl TryFrom<app_registrations::Model> for AppRegistration {
         let platform = Platform::parse(&row.platform).ok_or_else(|| {
             Error::Internal(format!("unknown platform {:?} in row {}", row.platform, row.id).into())
         })?;
-        Ok(AppRegistration {
-            id: row.id,
-            org_id: row.org_id,
-            name: row.name,
-            platform,
-            fields: AppFields {
-                app_id: row.app_id,
-                redirect_uri: row.redirect_uri,
-                apple_team_id: row.apple_team_id,
+        let kind = match platform {
+            Platform::Ios => AppKind::Ios {
+                bundle_id: row.app_id,
+                app_link: row.redirect_uri,
+                apple_team_id: Some(row.apple_team_id).filter(|t| !t.is_empty()),
+            },
+            Platform::Android => AppKind::Android {
+                package_name: row.app_id,
+                app_link: row.redirect_uri,
                 sha256_cert_fingerprints: row
                     .sha256_cert_fingerprints
                     .split(',')
@@ -44,11 +48,50 @@ impl TryFrom<app_registrations::Model> for AppRegistration {
                     .map(str::to_owned)
                     .collect(),
             },
-            require_pkce: row.require_pkce,
+            Platform::Web => AppKind::Web {
+                callback_url: row.redirect_uri,
+                require_pkce: row.require_pkce,
+            },
+        };
+        Ok(AppRegistration {
+            id: AppRegistrationId::from_stored(row.id),
+            org_id: OrgId::from_stored(row.org_id),
+            name: row.name,
+            kind,
             create_time: row.create_time,
             update_time: row.update_time,
         })
     }
+}
+
+/// Sets the columns that hold `app`'s name and platform fields.
+fn set_fields(row: &mut app_registrations::ActiveModel, app: ValidApp) {
+    let kind = &app.kind;
+    row.platform = Set(kind.platform().as_str().to_owned());
+    row.natural_key = Set(kind.natural_key().to_owned());
+    row.redirect_uri = Set(kind.redirect_uri().to_owned());
+    row.require_pkce = Set(kind.require_pkce());
+    let (app_id, apple_team_id, fingerprints) = match app.kind {
+        AppKind::Ios {
+            bundle_id,
+            apple_team_id,
+            ..
+        } => (bundle_id, apple_team_id.unwrap_or_default(), String::new()),
+        AppKind::Android {
+            package_name,
+            sha256_cert_fingerprints,
+            ..
+        } => (
+            package_name,
+            String::new(),
+            sha256_cert_fingerprints.join(","),
+        ),
+        AppKind::Web { .. } => (String::new(), String::new(), String::new()),
+    };
+    row.name = Set(app.name);
+    row.app_id = Set(app_id);
+    row.apple_team_id = Set(apple_team_id);
+    row.sha256_cert_fingerprints = Set(fingerprints);
 }
 
 fn duplicate(platform: Platform) -> Error {
@@ -68,6 +111,17 @@ fn duplicate(platform: Platform) -> Error {
     }
 }
 
+/// The apps `scope` may reach.
+fn in_scope(scope: OrgScope<'_>) -> sea_orm::Select<app_registrations::Entity> {
+    let query = app_registrations::Entity::find();
+    match scope {
+        OrgScope::Any => query,
+        OrgScope::Only(org_id) => {
+            query.filter(app_registrations::Column::OrgId.eq(org_id.as_str()))
+        }
+    }
+}
+
 fn rows(models: Vec<app_registrations::Model>) -> Result<Vec<AppRegistration>, Error> {
     models.into_iter().map(AppRegistration::try_from).collect()
 }
@@ -77,29 +131,23 @@ impl Store {
     #[tracing::instrument(name = "store.insert_app", skip_all)]
     pub async fn insert_app(
         &self,
-        id: String,
-        org_id: &str,
-        platform: Platform,
+        id: AppRegistrationId,
+        org_id: &OrgId,
         app: ValidApp,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<AppRegistration, Error> {
+        let platform = app.kind.platform();
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
-        let row = app_registrations::ActiveModel {
-            id: Set(id),
-            org_id: Set(org_id.to_owned()),
-            name: Set(app.name),
-            platform: Set(platform.as_str().to_owned()),
-            natural_key: Set(app.fields.natural_key(platform).to_owned()),
-            app_id: Set(app.fields.app_id),
-            redirect_uri: Set(app.fields.redirect_uri),
-            apple_team_id: Set(app.fields.apple_team_id),
-            sha256_cert_fingerprints: Set(app.fields.sha256_cert_fingerprints.join(",")),
-            require_pkce: Set(app.require_pkce),
+        let mut row = app_registrations::ActiveModel {
+            id: Set(id.into_string()),
+            org_id: Set(org_id.as_str().to_owned()),
             create_time: Set(now),
             update_time: Set(now),
+            ..Default::default()
         };
+        set_fields(&mut row, app);
         let row = match row.insert(&txn).await {
             Ok(row) => row,
             Err(err) if is_unique_violation(&err) => return Err(duplicate(platform)),
@@ -110,41 +158,44 @@ impl Store {
         row.try_into()
     }
 
-    /// The app registration `id`.
+    /// The app registration `id`, if `scope` reaches its org.
     #[tracing::instrument(name = "store.find_app", skip_all)]
-    pub async fn find_app(&self, id: &str) -> Result<Option<AppRegistration>, Error> {
-        app_registrations::Entity::find_by_id(id.to_owned())
+    pub async fn find_app(
+        &self,
+        scope: OrgScope<'_>,
+        id: &AppRegistrationId,
+    ) -> Result<Option<AppRegistration>, Error> {
+        in_scope(scope)
+            .filter(app_registrations::Column::Id.eq(id.as_str()))
             .one(&self.db)
             .await?
             .map(AppRegistration::try_from)
             .transpose()
     }
 
-    /// One page of the org's apps, oldest first, and whether more follow.
+    /// One page of the org's apps, oldest first.
     #[tracing::instrument(name = "store.list_apps", skip_all)]
     pub async fn list_apps(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         page: &PageRequest,
-    ) -> Result<(Vec<AppRegistration>, bool), Error> {
-        let mut query = app_registrations::Entity::find()
-            .filter(app_registrations::Column::OrgId.eq(org_id))
-            .order_by_asc(app_registrations::Column::Id);
-        if let Some(after) = &page.after {
-            query = query.filter(app_registrations::Column::Id.gt(after.as_str()));
-        }
-        let mut models = query.limit(page.size + 1).all(&self.db).await?;
-        let more = models.len() as u64 > page.size;
-        models.truncate(page.size as usize);
-        Ok((rows(models)?, more))
+    ) -> Result<Page<AppRegistration>, Error> {
+        page_of(
+            &self.db,
+            in_scope(OrgScope::Only(org_id)),
+            app_registrations::Column::Id,
+            Order::Asc,
+            page,
+            AppRegistration::try_from,
+        )
+        .await
     }
 
     /// Every app of the org, oldest first.
     #[tracing::instrument(name = "store.apps_of_org", skip_all)]
-    pub async fn apps_of_org(&self, org_id: &str) -> Result<Vec<AppRegistration>, Error> {
+    pub async fn apps_of_org(&self, org_id: &OrgId) -> Result<Vec<AppRegistration>, Error> {
         rows(
-            app_registrations::Entity::find()
-                .filter(app_registrations::Column::OrgId.eq(org_id))
+            in_scope(OrgScope::Only(org_id))
                 .order_by_asc(app_registrations::Column::Id)
                 .all(&self.db)
                 .await?,
@@ -153,11 +204,14 @@ impl Store {
 
     /// Every app of the live org with `client_id`.
     #[tracing::instrument(name = "store.apps_of_client", skip_all)]
-    pub async fn apps_of_client(&self, client_id: &str) -> Result<Vec<AppRegistration>, Error> {
+    pub async fn apps_of_client(
+        &self,
+        client_id: &ClientId,
+    ) -> Result<Vec<AppRegistration>, Error> {
         rows(
             app_registrations::Entity::find()
                 .inner_join(orgs::Entity)
-                .filter(orgs::Column::ClientId.eq(client_id))
+                .filter(orgs::Column::ClientId.eq(client_id.as_str()))
                 .filter(orgs::Column::DeleteTime.is_null())
                 .order_by_asc(app_registrations::Column::Id)
                 .all(&self.db)
@@ -165,35 +219,37 @@ impl Store {
         )
     }
 
-    /// Replaces the validated fields of app `app.id`.
+    /// Replaces the validated fields of the org's app `id`.
     #[tracing::instrument(name = "store.update_app", skip_all)]
     pub async fn update_app(
         &self,
-        app: &AppRegistration,
+        org_id: &OrgId,
+        id: &AppRegistrationId,
         valid: ValidApp,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<AppRegistration, Error> {
+        let platform = valid.kind.platform();
         let txn = self.db.begin().await?;
-        lock_live_org(&txn, &app.org_id).await?;
-        let Some(row) = app_registrations::Entity::find_by_id(app.id.clone())
+        lock_live_org(&txn, org_id).await?;
+        let Some(row) = in_scope(OrgScope::Only(org_id))
+            .filter(app_registrations::Column::Id.eq(id.as_str()))
             .one(&txn)
             .await?
         else {
             return Err(Error::NotFound("app registration"));
         };
+        if row.platform != platform.as_str() {
+            return Err(Error::Internal(
+                format!("app {id}: an update may not change the platform").into(),
+            ));
+        }
         let mut row: app_registrations::ActiveModel = row.into();
-        row.name = Set(valid.name);
-        row.natural_key = Set(valid.fields.natural_key(app.platform).to_owned());
-        row.app_id = Set(valid.fields.app_id);
-        row.redirect_uri = Set(valid.fields.redirect_uri);
-        row.apple_team_id = Set(valid.fields.apple_team_id);
-        row.sha256_cert_fingerprints = Set(valid.fields.sha256_cert_fingerprints.join(","));
-        row.require_pkce = Set(valid.require_pkce);
+        set_fields(&mut row, valid);
         row.update_time = Set(now);
         let row = match row.update(&txn).await {
             Ok(row) => row,
-            Err(err) if is_unique_violation(&err) => return Err(duplicate(app.platform)),
+            Err(err) if is_unique_violation(&err) => return Err(duplicate(platform)),
             Err(err) => return Err(err.into()),
         };
         audit::append(&txn, event, now).await?;
@@ -201,16 +257,19 @@ impl Store {
         row.try_into()
     }
 
-    /// Deletes the app registration `id`.
+    /// Deletes the org's app registration `id`.
     #[tracing::instrument(name = "store.delete_app", skip_all)]
     pub async fn delete_app(
         &self,
-        id: &str,
+        org_id: &OrgId,
+        id: &AppRegistrationId,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<(), Error> {
         let txn = self.db.begin().await?;
-        let result = app_registrations::Entity::delete_by_id(id.to_owned())
+        let result = app_registrations::Entity::delete_many()
+            .filter(app_registrations::Column::OrgId.eq(org_id.as_str()))
+            .filter(app_registrations::Column::Id.eq(id.as_str()))
             .exec(&txn)
             .await?;
         if result.rows_affected == 0 {

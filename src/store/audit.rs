@@ -3,18 +3,18 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
+    QueryFilter,
 };
 
-use super::{Store, entities::audit_events};
+use super::{Store, entities::audit_events, page_of};
 use crate::{
     Error,
     domain::{
         audit::{AuditEvent, AuditFilter},
         caller::Actor,
-        ids,
-        paging::PageRequest,
+        ids::{AuditEventId, OrgId},
+        paging::{Page, PageRequest},
     },
 };
 
@@ -22,7 +22,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     action: &'static str,
-    org_id: Option<String>,
+    org_id: Option<OrgId>,
     target_id: String,
     actor: Actor,
     outcome: String,
@@ -31,11 +31,16 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// `actor` did `action` to `target_id` (of org `org_id`), successfully.
-    pub fn new(actor: &Actor, action: &'static str, org_id: Option<&str>, target_id: &str) -> Self {
+    pub fn new(
+        actor: &Actor,
+        action: &'static str,
+        org_id: Option<&OrgId>,
+        target_id: impl AsRef<str>,
+    ) -> Self {
         Self {
             action,
-            org_id: org_id.map(str::to_owned),
-            target_id: target_id.to_owned(),
+            org_id: org_id.cloned(),
+            target_id: target_id.as_ref().to_owned(),
             actor: actor.clone(),
             outcome: "ok".to_owned(),
             details: serde_json::Value::Null,
@@ -62,11 +67,11 @@ pub(super) async fn append<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     audit_events::ActiveModel {
-        id: Set(ids::new_id()),
+        id: Set(AuditEventId::generate().into_string()),
         time: Set(now),
         caller: Set(event.actor.caller),
         action: Set(event.action.to_owned()),
-        org_id: Set(event.org_id),
+        org_id: Set(event.org_id.map(OrgId::into_string)),
         target_id: Set(event.target_id),
         outcome: Set(event.outcome),
         request_id: Set(event.actor.request_id),
@@ -84,11 +89,11 @@ pub(super) async fn append<C: ConnectionTrait>(
 impl From<audit_events::Model> for AuditEvent {
     fn from(row: audit_events::Model) -> Self {
         AuditEvent {
-            id: row.id,
+            id: AuditEventId::from_stored(row.id),
             time: row.time,
             caller: row.caller,
             action: row.action,
-            org_id: row.org_id,
+            org_id: row.org_id.map(OrgId::from_stored),
             target_id: row.target_id,
             outcome: row.outcome,
             request_id: row.request_id,
@@ -105,14 +110,14 @@ impl Store {
         append(&self.db, event, now).await
     }
 
-    /// One page of events matching `filter`, newest first, and whether more follow.
+    /// One page of events matching `filter`, newest first.
     #[tracing::instrument(name = "store.list_events", skip_all)]
     pub async fn list_events(
         &self,
         filter: &AuditFilter,
         page: &PageRequest,
-    ) -> Result<(Vec<AuditEvent>, bool), Error> {
-        let mut query = audit_events::Entity::find().order_by_desc(audit_events::Column::Id);
+    ) -> Result<Page<AuditEvent>, Error> {
+        let mut query = audit_events::Entity::find();
         if let Some(org_id) = &filter.org_id {
             query = query.filter(audit_events::Column::OrgId.eq(org_id.as_str()));
         }
@@ -125,12 +130,14 @@ impl Store {
         if let Some(end) = filter.end_time {
             query = query.filter(audit_events::Column::Time.lt(end));
         }
-        if let Some(after) = &page.after {
-            query = query.filter(audit_events::Column::Id.lt(after.as_str()));
-        }
-        let mut rows = query.limit(page.size + 1).all(&self.db).await?;
-        let more = rows.len() as u64 > page.size;
-        rows.truncate(page.size as usize);
-        Ok((rows.into_iter().map(AuditEvent::from).collect(), more))
+        page_of(
+            &self.db,
+            query,
+            audit_events::Column::Id,
+            Order::Desc,
+            page,
+            |row| Ok(AuditEvent::from(row)),
+        )
+        .await
     }
 }

@@ -15,14 +15,17 @@ use super::{
 };
 use crate::{
     Error,
-    domain::caller::{CallerToken, Scopes},
+    domain::{
+        caller::{CallerToken, Scopes},
+        ids::CallerTokenId,
+    },
 };
 
 /// A live token as the authenticator keeps it.
 #[derive(Debug, Clone)]
 pub struct LiveToken {
     /// The token's id.
-    pub id: String,
+    pub id: CallerTokenId,
     /// Its SHA-256 digest, hex.
     pub digest: String,
     /// Its name.
@@ -44,7 +47,7 @@ impl TryFrom<caller_tokens::Model> for CallerToken {
     fn try_from(row: caller_tokens::Model) -> Result<Self, Error> {
         Ok(CallerToken {
             scopes: scopes_of(&row)?,
-            id: row.id,
+            id: CallerTokenId::from_stored(row.id),
             name: row.name,
             hint: row.hint,
             create_time: row.create_time,
@@ -61,7 +64,7 @@ impl Store {
     #[tracing::instrument(name = "store.insert_token", skip_all)]
     pub async fn insert_token(
         &self,
-        id: String,
+        id: CallerTokenId,
         name: &str,
         scopes: Scopes,
         digest: String,
@@ -72,7 +75,7 @@ impl Store {
     ) -> Result<CallerToken, Error> {
         let txn = self.db.begin().await?;
         let row = caller_tokens::ActiveModel {
-            id: Set(id),
+            id: Set(id.into_string()),
             name: Set(name.to_owned()),
             digest: Set(digest),
             scopes: Set(scopes.to_names()),
@@ -126,7 +129,7 @@ impl Store {
             .map(|row| {
                 Ok(LiveToken {
                     scopes: scopes_of(&row)?,
-                    id: row.id,
+                    id: CallerTokenId::from_stored(row.id),
                     digest: row.digest,
                     name: row.name,
                     expire_time: row.expire_time,
@@ -160,13 +163,17 @@ impl Store {
 
     /// Records that the tokens `ids` were used at `now`.
     #[tracing::instrument(name = "store.touch_tokens", skip_all)]
-    pub async fn touch_tokens(&self, ids: &[String], now: DateTime<Utc>) -> Result<(), Error> {
+    pub async fn touch_tokens(
+        &self,
+        ids: &[CallerTokenId],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         if ids.is_empty() {
             return Ok(());
         }
         caller_tokens::Entity::update_many()
             .col_expr(caller_tokens::Column::LastUsedTime, Expr::value(now))
-            .filter(caller_tokens::Column::Id.is_in(ids.iter().map(String::as_str)))
+            .filter(caller_tokens::Column::Id.is_in(ids.iter().map(CallerTokenId::as_str)))
             .exec(&self.db)
             .await?;
         Ok(())

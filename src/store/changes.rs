@@ -12,13 +12,16 @@ pub const CHANNEL: &str = "credd_verify";
 
 /// Announces, inside `txn` (so only if it commits), that `org_id`'s verifications
 /// changed.
-pub(super) async fn announce(txn: &DatabaseTransaction, org_id: &str) -> Result<(), Error> {
+pub(super) async fn announce(
+    txn: &DatabaseTransaction,
+    org_id: &crate::domain::ids::OrgId,
+) -> Result<(), Error> {
     let backend = txn.get_database_backend();
     if backend == DbBackend::Postgres {
         let notify = Statement::from_sql_and_values(
             backend,
             "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), org_id.into()],
+            [CHANNEL.into(), org_id.as_str().into()],
         );
         txn.execute_raw(notify).await?;
     }

@@ -1,11 +1,12 @@
-//! Queries on client secrets. Every write locks the org's row first (a no-op
-//! UPDATE), so that writes to one org's secrets run one at a time on both
-//! backends, and a deleted org's secrets cannot be written.
+//! Queries on client secrets. Every write locks the org's row first, so that writes
+//! to one org's secrets run one at a time on both backends, and a deleted org's
+//! secrets cannot be written. Which secret becomes what is decided in
+//! `domain::secret`; this module applies it.
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
 };
 
 use super::{
@@ -13,28 +14,31 @@ use super::{
     audit::{self, NewEvent},
     entities::{client_secrets, orgs},
     is_unique_violation,
+    orgs::lock_live_org,
+    page_of,
 };
 use crate::{
     Error,
     domain::{
-        paging::PageRequest,
-        secret::{ClientSecret, ClientSecretState},
+        ids::{ClientId, OrgId, SecretId},
+        paging::{Page, PageRequest},
+        secret::{self, Activation, ClientSecret, ClientSecretState, Transition},
     },
 };
 
-/// A new secret as stored: metadata and its argon2id PHC hash.
+/// A new secret as stored: metadata and its PHC hash.
 pub struct NewSecret {
     /// The id (the locator of a generated secret).
-    pub id: String,
+    pub id: SecretId,
     /// The org.
-    pub org_id: String,
+    pub org_id: OrgId,
     /// Free text.
     pub description: String,
     /// Trailing characters of the secret.
     pub hint: String,
     /// Imported rather than generated.
     pub imported: bool,
-    /// The argon2id hash.
+    /// The hash.
     pub phc: String,
 }
 
@@ -42,7 +46,7 @@ pub struct NewSecret {
 pub struct Candidate {
     /// The secret's metadata.
     pub secret: ClientSecret,
-    /// Its argon2id PHC hash.
+    /// Its PHC hash.
     pub phc: String,
 }
 
@@ -54,12 +58,13 @@ impl std::fmt::Debug for Candidate {
     }
 }
 
-/// The secrets that matter for an org's integration view.
-#[derive(Debug, Clone, Default)]
-pub struct SecretSummary {
-    /// PENDING, ACTIVE and RETIRING secrets (the caller judges expiry).
-    pub current: Vec<ClientSecret>,
-}
+/// The stored states of an org's secrets that still matter: they verify now, may
+/// verify later, or are retiring.
+const CURRENT: [ClientSecretState; 3] = [
+    ClientSecretState::Pending,
+    ClientSecretState::Active,
+    ClientSecretState::Retiring,
+];
 
 impl TryFrom<client_secrets::Model> for ClientSecret {
     type Error = Error;
@@ -71,8 +76,8 @@ impl TryFrom<client_secrets::Model> for ClientSecret {
             )
         })?;
         Ok(ClientSecret {
-            id: row.id,
-            org_id: row.org_id,
+            id: SecretId::from_stored(row.id),
+            org_id: OrgId::from_stored(row.org_id),
             state,
             description: row.description,
             hint: row.hint,
@@ -94,38 +99,62 @@ fn candidate(row: client_secrets::Model) -> Result<Candidate, Error> {
     })
 }
 
-/// Locks the live org `org_id` for the rest of the transaction, or NOT_FOUND.
-pub(super) async fn lock_live_org(txn: &DatabaseTransaction, org_id: &str) -> Result<(), Error> {
-    let locked = orgs::Entity::update_many()
-        .col_expr(
-            orgs::Column::UpdateTime,
-            Expr::col(orgs::Column::UpdateTime),
-        )
-        .filter(orgs::Column::Id.eq(org_id))
+/// The org's secrets, and nobody else's.
+fn of_org(org_id: &OrgId) -> sea_orm::Select<client_secrets::Entity> {
+    client_secrets::Entity::find().filter(client_secrets::Column::OrgId.eq(org_id.as_str()))
+}
+
+/// The live org's secrets, found by its client ID.
+fn of_client(client_id: &ClientId) -> sea_orm::Select<client_secrets::Entity> {
+    client_secrets::Entity::find()
+        .inner_join(orgs::Entity)
+        .filter(orgs::Column::ClientId.eq(client_id.as_str()))
         .filter(orgs::Column::DeleteTime.is_null())
-        .exec(txn)
-        .await?;
-    if locked.rows_affected == 0 {
-        return Err(Error::NotFound("org"));
-    }
-    Ok(())
+}
+
+fn states(states: &[ClientSecretState]) -> impl Iterator<Item = &'static str> + '_ {
+    states.iter().map(|s| s.as_str())
 }
 
 async fn find_in<C: ConnectionTrait>(
     db: &C,
-    org_id: &str,
-    secret_id: &str,
+    org_id: &OrgId,
+    secret_id: &SecretId,
 ) -> Result<client_secrets::Model, Error> {
-    client_secrets::Entity::find()
-        .filter(client_secrets::Column::OrgId.eq(org_id))
-        .filter(client_secrets::Column::Id.eq(secret_id))
+    of_org(org_id)
+        .filter(client_secrets::Column::Id.eq(secret_id.as_str()))
         .one(db)
         .await?
         .ok_or(Error::NotFound("client secret"))
 }
 
-fn state(state: ClientSecretState) -> &'static str {
-    state.as_str()
+/// Applies one transition, checking that the secret is still in the state the
+/// rule saw.
+async fn apply<C: ConnectionTrait>(db: &C, org_id: &OrgId, step: &Transition) -> Result<(), Error> {
+    let mut update = client_secrets::Entity::update_many()
+        .col_expr(client_secrets::Column::State, Expr::value(step.to.as_str()))
+        .filter(client_secrets::Column::OrgId.eq(org_id.as_str()))
+        .filter(client_secrets::Column::Id.eq(step.secret_id.as_str()))
+        .filter(client_secrets::Column::State.eq(step.from.as_str()));
+    if let Some(expire_time) = step.expire_time {
+        update = update.col_expr(client_secrets::Column::ExpireTime, Expr::value(expire_time));
+    }
+    if let Some(activate_time) = step.activate_time {
+        update = update.col_expr(
+            client_secrets::Column::ActivateTime,
+            Expr::value(activate_time),
+        );
+    }
+    match update.exec(db).await {
+        Ok(result) if result.rows_affected == 1 => Ok(()),
+        Ok(_) => Err(Error::FailedPrecondition(
+            "the org's secrets changed during the activation; retry".into(),
+        )),
+        Err(err) if is_unique_violation(&err) => Err(Error::FailedPrecondition(
+            "another activation for this org committed at the same time; retry".into(),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }
 
 impl Store {
@@ -140,9 +169,9 @@ impl Store {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, &new.org_id).await?;
         let row = client_secrets::ActiveModel {
-            id: Set(new.id),
-            org_id: Set(new.org_id),
-            state: Set(state(ClientSecretState::Pending).to_owned()),
+            id: Set(new.id.into_string()),
+            org_id: Set(new.org_id.into_string()),
+            state: Set(ClientSecretState::Pending.as_str().to_owned()),
             description: Set(new.description),
             hint: Set(new.hint),
             imported: Set(new.imported),
@@ -164,8 +193,8 @@ impl Store {
     #[tracing::instrument(name = "store.find_secret", skip_all)]
     pub async fn find_secret(
         &self,
-        org_id: &str,
-        secret_id: &str,
+        org_id: &OrgId,
+        secret_id: &SecretId,
     ) -> Result<Option<Candidate>, Error> {
         match find_in(&self.db, org_id, secret_id).await {
             Ok(row) => candidate(row).map(Some),
@@ -174,19 +203,18 @@ impl Store {
         }
     }
 
-    /// The org's imported secrets in `states` whose hint is `hint`.
+    /// The org's imported secrets in `in_states` whose hint is `hint`.
     #[tracing::instrument(name = "store.find_imported_by_hint", skip_all)]
     pub async fn find_imported_by_hint(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         hint: &str,
-        states: &[ClientSecretState],
+        in_states: &[ClientSecretState],
     ) -> Result<Vec<Candidate>, Error> {
-        client_secrets::Entity::find()
-            .filter(client_secrets::Column::OrgId.eq(org_id))
+        of_org(org_id)
             .filter(client_secrets::Column::Imported.eq(true))
             .filter(client_secrets::Column::Hint.eq(hint))
-            .filter(client_secrets::Column::State.is_in(states.iter().map(|s| s.as_str())))
+            .filter(client_secrets::Column::State.is_in(states(in_states)))
             .all(&self.db)
             .await?
             .into_iter()
@@ -194,57 +222,46 @@ impl Store {
             .collect()
     }
 
-    /// One page of the org's secrets, newest first, and whether more follow.
+    /// One page of the org's secrets, newest first.
     #[tracing::instrument(name = "store.list_secrets", skip_all)]
     pub async fn list_secrets(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         page: &PageRequest,
-    ) -> Result<(Vec<ClientSecret>, bool), Error> {
-        let mut query = client_secrets::Entity::find()
-            .filter(client_secrets::Column::OrgId.eq(org_id))
-            .order_by_desc(client_secrets::Column::Id);
-        if let Some(after) = &page.after {
-            query = query.filter(client_secrets::Column::Id.lt(after.as_str()));
-        }
-        let mut rows = query.limit(page.size + 1).all(&self.db).await?;
-        let more = rows.len() as u64 > page.size;
-        rows.truncate(page.size as usize);
-        let secrets = rows
-            .into_iter()
-            .map(ClientSecret::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok((secrets, more))
+    ) -> Result<Page<ClientSecret>, Error> {
+        page_of(
+            &self.db,
+            of_org(org_id),
+            client_secrets::Column::Id,
+            Order::Desc,
+            page,
+            ClientSecret::try_from,
+        )
+        .await
     }
 
-    /// The org's PENDING, ACTIVE and RETIRING secrets.
-    #[tracing::instrument(name = "store.secret_summary", skip_all)]
-    pub async fn secret_summary(&self, org_id: &str) -> Result<SecretSummary, Error> {
-        let current = client_secrets::Entity::find()
-            .filter(client_secrets::Column::OrgId.eq(org_id))
-            .filter(client_secrets::Column::State.is_in([
-                state(ClientSecretState::Pending),
-                state(ClientSecretState::Active),
-                state(ClientSecretState::Retiring),
-            ]))
+    /// The org's PENDING, ACTIVE and RETIRING secrets, newest first (the caller
+    /// judges expiry).
+    #[tracing::instrument(name = "store.current_secrets", skip_all)]
+    pub async fn current_secrets(&self, org_id: &OrgId) -> Result<Vec<ClientSecret>, Error> {
+        of_org(org_id)
+            .filter(client_secrets::Column::State.is_in(states(&CURRENT)))
             .order_by_desc(client_secrets::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()
             .map(ClientSecret::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok(SecretSummary { current })
+            .collect()
     }
 
-    /// Makes the PENDING secret `secret_id` the org's one ACTIVE secret, in one
-    /// transaction: other RETIRING secrets become SUPERSEDED, the previous ACTIVE
-    /// becomes RETIRING until `now + grace` (or SUPERSEDED when `grace` is zero).
-    /// Activating the ACTIVE secret changes nothing and answers it.
+    /// Activates the secret `secret_id` in one transaction, as
+    /// [`secret::plan_activation`] decides. Activating the ACTIVE secret changes
+    /// nothing and answers it.
     #[tracing::instrument(name = "store.activate_secret", skip_all)]
     pub async fn activate_secret(
         &self,
-        org_id: &str,
-        secret_id: &str,
+        org_id: &OrgId,
+        secret_id: &SecretId,
         now: DateTime<Utc>,
         grace: Duration,
         event: NewEvent,
@@ -252,81 +269,20 @@ impl Store {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let target: ClientSecret = find_in(&txn, org_id, secret_id).await?.try_into()?;
-        match target.state_at(now) {
-            ClientSecretState::Active => return Ok(target),
-            ClientSecretState::Pending => {}
-            ClientSecretState::Revoked => {
-                return Err(Error::FailedPrecondition(
-                    "the secret is revoked; generate or import a new one".into(),
-                ));
-            }
-            ClientSecretState::Retiring | ClientSecretState::Superseded => {
-                return Err(Error::FailedPrecondition(
-                    "the secret was superseded by a later activation; generate or import a new one"
-                        .into(),
-                ));
-            }
-        }
-        let of_org = || {
-            client_secrets::Entity::update_many().filter(client_secrets::Column::OrgId.eq(org_id))
+        let current = of_org(org_id)
+            .filter(client_secrets::Column::State.is_in(states(&CURRENT)))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(ClientSecret::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let steps = match secret::plan_activation(&target, &current, now, grace) {
+            Ok(Activation::AlreadyActive) => return Ok(target),
+            Ok(Activation::Apply(steps)) => steps,
+            Err(refused) => return Err(Error::FailedPrecondition(refused.message().into())),
         };
-        // Earlier rotations' grace ends now.
-        of_org()
-            .col_expr(client_secrets::Column::ExpireTime, Expr::value(now))
-            .filter(client_secrets::Column::State.eq(state(ClientSecretState::Retiring)))
-            .filter(client_secrets::Column::ExpireTime.gt(now))
-            .exec(&txn)
-            .await?;
-        of_org()
-            .col_expr(
-                client_secrets::Column::State,
-                Expr::value(state(ClientSecretState::Superseded)),
-            )
-            .filter(client_secrets::Column::State.eq(state(ClientSecretState::Retiring)))
-            .exec(&txn)
-            .await?;
-        // The previous ACTIVE secret steps down before the new one steps up, so the
-        // one-ACTIVE index holds at every statement.
-        let (previous_state, previous_expiry) = if grace > Duration::zero() {
-            (ClientSecretState::Retiring, now + grace)
-        } else {
-            (ClientSecretState::Superseded, now)
-        };
-        of_org()
-            .col_expr(
-                client_secrets::Column::State,
-                Expr::value(state(previous_state)),
-            )
-            .col_expr(
-                client_secrets::Column::ExpireTime,
-                Expr::value(previous_expiry),
-            )
-            .filter(client_secrets::Column::State.eq(state(ClientSecretState::Active)))
-            .exec(&txn)
-            .await?;
-        let promoted = of_org()
-            .col_expr(
-                client_secrets::Column::State,
-                Expr::value(state(ClientSecretState::Active)),
-            )
-            .col_expr(client_secrets::Column::ActivateTime, Expr::value(now))
-            .filter(client_secrets::Column::Id.eq(secret_id))
-            .filter(client_secrets::Column::State.eq(state(ClientSecretState::Pending)))
-            .exec(&txn)
-            .await;
-        match promoted {
-            Ok(result) if result.rows_affected == 1 => {}
-            Ok(_) => {
-                return Err(Error::FailedPrecondition(
-                    "the secret is no longer pending".into(),
-                ));
-            }
-            Err(err) if is_unique_violation(&err) => {
-                return Err(Error::FailedPrecondition(
-                    "another activation for this org committed at the same time; retry".into(),
-                ));
-            }
-            Err(err) => return Err(err.into()),
+        for step in &steps {
+            apply(&txn, org_id, step).await?;
         }
         super::changes::announce(&txn, org_id).await?;
         let activated = find_in(&txn, org_id, secret_id).await?.try_into()?;
@@ -339,21 +295,21 @@ impl Store {
     #[tracing::instrument(name = "store.revoke_secret", skip_all)]
     pub async fn revoke_secret(
         &self,
-        org_id: &str,
-        secret_id: &str,
+        org_id: &OrgId,
+        secret_id: &SecretId,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<ClientSecret, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let row = find_in(&txn, org_id, secret_id).await?;
-        if row.state == state(ClientSecretState::Revoked) {
+        if row.state == ClientSecretState::Revoked.as_str() {
             return Err(Error::FailedPrecondition(
                 "the secret is already revoked".into(),
             ));
         }
         let mut row: client_secrets::ActiveModel = row.into();
-        row.state = Set(state(ClientSecretState::Revoked).to_owned());
+        row.state = Set(ClientSecretState::Revoked.as_str().to_owned());
         row.revoke_time = Set(Some(now));
         super::changes::announce(&txn, org_id).await?;
         let row = row.update(&txn).await?;
@@ -366,14 +322,11 @@ impl Store {
     #[tracing::instrument(name = "store.verify_candidate", skip_all)]
     pub async fn verify_candidate(
         &self,
-        client_id: &str,
-        secret_id: &str,
+        client_id: &ClientId,
+        secret_id: &SecretId,
     ) -> Result<Option<Candidate>, Error> {
-        client_secrets::Entity::find()
-            .inner_join(orgs::Entity)
-            .filter(orgs::Column::ClientId.eq(client_id))
-            .filter(orgs::Column::DeleteTime.is_null())
-            .filter(client_secrets::Column::Id.eq(secret_id))
+        of_client(client_id)
+            .filter(client_secrets::Column::Id.eq(secret_id.as_str()))
             .one(&self.db)
             .await?
             .map(candidate)
@@ -385,19 +338,16 @@ impl Store {
     #[tracing::instrument(name = "store.verify_import_candidates", skip_all)]
     pub async fn verify_import_candidates(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         hint: &str,
     ) -> Result<Vec<Candidate>, Error> {
-        client_secrets::Entity::find()
-            .inner_join(orgs::Entity)
-            .filter(orgs::Column::ClientId.eq(client_id))
-            .filter(orgs::Column::DeleteTime.is_null())
+        of_client(client_id)
             .filter(client_secrets::Column::Imported.eq(true))
             .filter(client_secrets::Column::Hint.eq(hint))
-            .filter(client_secrets::Column::State.is_in([
-                state(ClientSecretState::Active),
-                state(ClientSecretState::Retiring),
-            ]))
+            .filter(client_secrets::Column::State.is_in(states(&[
+                ClientSecretState::Active,
+                ClientSecretState::Retiring,
+            ])))
             .limit(2)
             .all(&self.db)
             .await?
@@ -406,12 +356,18 @@ impl Store {
             .collect()
     }
 
-    /// Records that `secret_id` verified at `now`.
+    /// Records that the secret `secret_id` of org `org_id` verified at `now`.
     #[tracing::instrument(name = "store.touch_secret", skip_all)]
-    pub async fn touch_secret(&self, secret_id: &str, now: DateTime<Utc>) -> Result<(), Error> {
+    pub async fn touch_secret(
+        &self,
+        org_id: &OrgId,
+        secret_id: &SecretId,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         client_secrets::Entity::update_many()
             .col_expr(client_secrets::Column::LastUsedTime, Expr::value(now))
-            .filter(client_secrets::Column::Id.eq(secret_id))
+            .filter(client_secrets::Column::OrgId.eq(org_id.as_str()))
+            .filter(client_secrets::Column::Id.eq(secret_id.as_str()))
             .exec(&self.db)
             .await?;
         Ok(())

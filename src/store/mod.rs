@@ -13,9 +13,15 @@ pub mod orgs;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, sqlx};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, sqlx,
+};
 
-use crate::Error;
+use crate::{
+    Error,
+    domain::paging::{Keyed, Page, PageRequest},
+};
 
 /// How long start-up waits for the database before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,6 +162,35 @@ impl Store {
             _ => "other",
         }
     }
+}
+
+/// One page of `query` in the order of its `id` column, after the position the
+/// request names: the one keyset pagination every list uses.
+async fn page_of<E, T>(
+    db: &DatabaseConnection,
+    query: Select<E>,
+    id: E::Column,
+    order: Order,
+    page: &PageRequest,
+    convert: impl FnMut(E::Model) -> Result<T, Error>,
+) -> Result<Page<T>, Error>
+where
+    E: EntityTrait,
+    T: Keyed,
+{
+    let mut query = query.order_by(id, order.clone());
+    if let Some(after) = &page.after {
+        query = query.filter(match order {
+            Order::Desc => id.lt(after.as_str()),
+            _ => id.gt(after.as_str()),
+        });
+    }
+    let rows = query.limit(page.fetch_limit()).all(db).await?;
+    let items = rows
+        .into_iter()
+        .map(convert)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page.page(items))
 }
 
 fn db_error_line(err: &DbErr) -> String {

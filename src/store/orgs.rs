@@ -3,21 +3,22 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Order,
+    QueryFilter, TransactionTrait, sea_query::Expr,
 };
 
 use super::{
     Store,
     audit::{self, NewEvent},
     entities::{app_registrations, client_secrets, orgs},
-    is_unique_violation,
+    is_unique_violation, page_of,
 };
 use crate::{
     Error,
     domain::{
+        ids::{ClientId, OrgId},
         org::{NewOrg, Org, OrgChanges},
-        paging::PageRequest,
+        paging::{Page, PageRequest},
     },
 };
 
@@ -29,8 +30,8 @@ const TAKEN_DOMAIN: Error = Error::AlreadyExists {
 impl From<orgs::Model> for Org {
     fn from(row: orgs::Model) -> Self {
         Org {
-            id: row.id,
-            client_id: row.client_id,
+            id: OrgId::from_stored(row.id),
+            client_id: ClientId::from_stored(row.client_id),
             name: row.name,
             main_website: row.main_website,
             custom_domain: row.custom_domain,
@@ -44,21 +45,40 @@ fn live() -> sea_orm::Select<orgs::Entity> {
     orgs::Entity::find().filter(orgs::Column::DeleteTime.is_null())
 }
 
+/// Locks the live org `org_id` for the rest of the transaction (a no-op UPDATE), or
+/// NOT_FOUND: writes to one org's things then run one at a time on both backends,
+/// and a deleted org's things cannot be written.
+pub(super) async fn lock_live_org(txn: &DatabaseTransaction, org_id: &OrgId) -> Result<(), Error> {
+    let locked = orgs::Entity::update_many()
+        .col_expr(
+            orgs::Column::UpdateTime,
+            Expr::col(orgs::Column::UpdateTime),
+        )
+        .filter(orgs::Column::Id.eq(org_id.as_str()))
+        .filter(orgs::Column::DeleteTime.is_null())
+        .exec(txn)
+        .await?;
+    if locked.rows_affected == 0 {
+        return Err(Error::NotFound("org"));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Inserts a new org with the given id and client ID.
     #[tracing::instrument(name = "store.insert_org", skip_all)]
     pub async fn insert_org(
         &self,
-        id: String,
-        client_id: String,
+        id: OrgId,
+        client_id: ClientId,
         org: NewOrg,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<Org, Error> {
         let txn = self.db.begin().await?;
         let row = orgs::ActiveModel {
-            id: Set(id),
-            client_id: Set(client_id),
+            id: Set(id.into_string()),
+            client_id: Set(client_id.into_string()),
             name: Set(org.name),
             main_website: Set(org.main_website),
             custom_domain: Set(org.custom_domain),
@@ -79,9 +99,9 @@ impl Store {
 
     /// The live org with this id.
     #[tracing::instrument(name = "store.find_org", skip_all)]
-    pub async fn find_org(&self, id: &str) -> Result<Option<Org>, Error> {
+    pub async fn find_org(&self, id: &OrgId) -> Result<Option<Org>, Error> {
         Ok(live()
-            .filter(orgs::Column::Id.eq(id))
+            .filter(orgs::Column::Id.eq(id.as_str()))
             .one(&self.db)
             .await?
             .map(Org::from))
@@ -89,9 +109,9 @@ impl Store {
 
     /// The live org with this client ID.
     #[tracing::instrument(name = "store.find_org_by_client_id", skip_all)]
-    pub async fn find_org_by_client_id(&self, client_id: &str) -> Result<Option<Org>, Error> {
+    pub async fn find_org_by_client_id(&self, client_id: &ClientId) -> Result<Option<Org>, Error> {
         Ok(live()
-            .filter(orgs::Column::ClientId.eq(client_id))
+            .filter(orgs::Column::ClientId.eq(client_id.as_str()))
             .one(&self.db)
             .await?
             .map(Org::from))
@@ -107,25 +127,25 @@ impl Store {
             .map(Org::from))
     }
 
-    /// One page of live orgs in id order (which is creation order), and whether
-    /// more follow.
+    /// One page of live orgs in id order (which is creation order).
     #[tracing::instrument(name = "store.list_orgs", skip_all)]
-    pub async fn list_orgs(&self, page: &PageRequest) -> Result<(Vec<Org>, bool), Error> {
-        let mut query = live().order_by_asc(orgs::Column::Id);
-        if let Some(after) = &page.after {
-            query = query.filter(orgs::Column::Id.gt(after.as_str()));
-        }
-        let mut rows = query.limit(page.size + 1).all(&self.db).await?;
-        let more = rows.len() as u64 > page.size;
-        rows.truncate(page.size as usize);
-        Ok((rows.into_iter().map(Org::from).collect(), more))
+    pub async fn list_orgs(&self, page: &PageRequest) -> Result<Page<Org>, Error> {
+        page_of(
+            &self.db,
+            live(),
+            orgs::Column::Id,
+            Order::Asc,
+            page,
+            |row| Ok(Org::from(row)),
+        )
+        .await
     }
 
     /// Applies `changes` to the live org `id`.
     #[tracing::instrument(name = "store.update_org", skip_all)]
     pub async fn update_org(
         &self,
-        id: &str,
+        id: &OrgId,
         changes: OrgChanges,
         now: DateTime<Utc>,
         event: NewEvent,
@@ -133,8 +153,12 @@ impl Store {
         let txn = self.db.begin().await?;
         // Lock first: a delete committing between our read and write would otherwise
         // see its released domain written back onto the tombstone.
-        super::client_secrets::lock_live_org(&txn, id).await?;
-        let Some(row) = live().filter(orgs::Column::Id.eq(id)).one(&txn).await? else {
+        lock_live_org(&txn, id).await?;
+        let Some(row) = live()
+            .filter(orgs::Column::Id.eq(id.as_str()))
+            .one(&txn)
+            .await?
+        else {
             return Err(Error::NotFound("org"));
         };
         let mut row: orgs::ActiveModel = row.into();
@@ -163,7 +187,7 @@ impl Store {
     #[tracing::instrument(name = "store.delete_org", skip_all)]
     pub async fn delete_org(
         &self,
-        id: &str,
+        id: &OrgId,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<(), Error> {
@@ -175,7 +199,7 @@ impl Store {
                 orgs::Column::CustomDomain,
                 Expr::value(Option::<String>::None),
             )
-            .filter(orgs::Column::Id.eq(id))
+            .filter(orgs::Column::Id.eq(id.as_str()))
             .filter(orgs::Column::DeleteTime.is_null())
             .exec(&txn)
             .await?;
@@ -183,11 +207,11 @@ impl Store {
             return Err(Error::NotFound("org"));
         }
         client_secrets::Entity::delete_many()
-            .filter(client_secrets::Column::OrgId.eq(id))
+            .filter(client_secrets::Column::OrgId.eq(id.as_str()))
             .exec(&txn)
             .await?;
         app_registrations::Entity::delete_many()
-            .filter(app_registrations::Column::OrgId.eq(id))
+            .filter(app_registrations::Column::OrgId.eq(id.as_str()))
             .exec(&txn)
             .await?;
         super::changes::announce(&txn, id).await?;

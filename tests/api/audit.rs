@@ -287,8 +287,8 @@ async fn failed_verifications_are_counted_in_one_event_per_org(backend: Backend)
         })
         .await
         .unwrap();
-    app.secret_service.flush_failed_verifications().await;
-    app.secret_service.flush_failed_verifications().await;
+    app.verifier.flush_failed_verifications().await;
+    app.verifier.flush_failed_verifications().await;
     let failed = events(
         &mut app,
         ListAuditEventsRequest {

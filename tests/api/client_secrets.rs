@@ -581,7 +581,7 @@ async fn every_wrong_secret_answers_the_same_false(backend: Backend) {
     assert!(!verify_raw(&mut app, "", &secret).await.unwrap().valid);
     // And the right pair still verifies.
     assert!(verifies(&mut app, &acme, &secret).await);
-    let refused = app.secret_service.counters().refused();
+    let refused = app.verifier.counters().refused();
     assert!(
         refused.get("bad_checksum").copied().unwrap_or(0) >= 1,
         "{refused:?}"
@@ -596,7 +596,7 @@ async fn malformed_secrets_cost_no_hash_and_unknown_clients_cost_one(backend: Ba
     let mut app = spawn_app(backend).await;
     let acme = org(&mut app, "Acme").await;
     let good = generate_active(&mut app, &acme).await;
-    let service = app.secret_service.clone();
+    let service = app.verifier.clone();
     let hashes = || service.hasher().computations();
 
     let before = hashes();

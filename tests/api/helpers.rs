@@ -181,7 +181,7 @@ pub struct TestApp {
     pub audit: AuditClient<Authed>,
     pub backend: Backend,
     pub database_url: String,
-    pub secret_service: credd::service::SecretService,
+    pub verifier: credd::service::VerifyService,
     pub authenticator: Arc<credd::service::callers::Authenticator>,
     pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -256,7 +256,7 @@ async fn spawn(
         .await
         .expect("the server builds");
     let addr = app.local_addr();
-    let secret_service = app.secrets().clone();
+    let verifier = app.verifier().clone();
     let authenticator = app.authenticator().clone();
     let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
@@ -278,7 +278,7 @@ async fn spawn(
         channel,
         backend,
         database_url,
-        secret_service,
+        verifier,
         authenticator,
         metrics_addr,
         shutdown: Some(tx),

@@ -71,7 +71,8 @@ fn wrong_version_of(secret: &str) -> String {
             .unwrap();
         uuid::Uuid::from_slice(&bytes).unwrap().to_string()
     };
-    secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate(&id).unwrap()).to_owned()
+    let id = credd::domain::ids::SecretId::parse("secret_id", &id).unwrap();
+    secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate_for(&id)).to_owned()
 }
 
 async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
@@ -79,10 +80,10 @@ async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
     let acme = org(&mut app).await;
     let (id, secret) = generate(&mut app, &acme).await;
     activate(&mut app, &acme, &id, 0).await;
-    let hashes = app.secret_service.hasher().computations();
+    let hashes = app.verifier.hasher().computations();
     assert!(verify(&mut app, &acme, &secret).await.unwrap());
     assert_eq!(
-        app.secret_service.hasher().computations(),
+        app.verifier.hasher().computations(),
         hashes + 1,
         "the first verify is cold"
     );
@@ -90,17 +91,17 @@ async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
         assert!(verify(&mut app, &acme, &secret).await.unwrap());
     }
     assert_eq!(
-        app.secret_service.hasher().computations(),
+        app.verifier.hasher().computations(),
         hashes + 1,
         "the next five are cache hits"
     );
-    assert_eq!(app.secret_service.cache().len(), 1);
+    assert_eq!(app.verifier.cache().len(), 1);
     // Failures are never cached: each wrong secret costs its hash again.
     let wrong = wrong_version_of(&secret);
     for _ in 0..2 {
         assert!(!verify(&mut app, &acme, &wrong).await.unwrap());
     }
-    assert_eq!(app.secret_service.hasher().computations(), hashes + 3);
+    assert_eq!(app.verifier.hasher().computations(), hashes + 3);
 }
 
 async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend) {
@@ -108,7 +109,7 @@ async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend
     let acme = org(&mut app).await;
     let (id, secret) = generate(&mut app, &acme).await;
     activate(&mut app, &acme, &id, 0).await;
-    let hashes = app.secret_service.hasher().computations();
+    let hashes = app.verifier.hasher().computations();
     let calls: Vec<_> = (0..32)
         .map(|_| {
             let mut client = app.secrets.clone();
@@ -123,7 +124,7 @@ async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend
         assert!(call.await.unwrap().unwrap().into_inner().valid);
     }
     assert_eq!(
-        app.secret_service.hasher().computations(),
+        app.verifier.hasher().computations(),
         hashes + 1,
         "one leader hashed, the rest waited for it"
     );

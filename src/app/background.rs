@@ -1,0 +1,274 @@
+//! The tasks that run beside the gRPC server: one function per task, each ending
+//! on the shared [`Stop`] signal and doing its last work then (a final flush), so
+//! that nothing is lost at shutdown.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    metrics::{METRICS, PoolLabels},
+    service::{VerifyService, callers::Authenticator, verify_cache::VerifyCache},
+    store::{Store, changes::ChangeFeed},
+};
+
+/// How often health checks the store, and how long one check may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the tasks get for their last work at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The stop signal every background task watches.
+#[derive(Clone)]
+pub(super) struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Completes once shutdown has begun.
+    async fn requested(&mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Sleeps for `every`; `false` when shutdown began meanwhile.
+    async fn sleep(&mut self, every: Duration) -> bool {
+        tokio::select! {
+            () = self.requested() => false,
+            () = tokio::time::sleep(every) => true,
+        }
+    }
+}
+
+/// The running background tasks.
+pub(super) struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// No tasks yet.
+    pub(super) fn new() -> Self {
+        Self {
+            stop: watch::Sender::new(false),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts `task`, handing it the stop signal.
+    pub(super) fn spawn<F>(&mut self, task: impl FnOnce(Stop) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = Stop(self.stop.subscribe());
+        self.tasks.push(tokio::spawn(task(stop)));
+    }
+
+    /// Signals every task to stop and waits for their last work, up to a bound;
+    /// what has not finished by then is aborted.
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut tasks = self.tasks;
+        let all = async {
+            for task in &mut tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
+            tracing::warn!("background tasks did not finish their last work in time");
+            for task in &tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Reloads caller tokens every couple of seconds (revocations take effect within
+/// that) and records their last use about once a minute, and once more at stop.
+pub(super) async fn refresh_callers(
+    authenticator: Arc<Authenticator>,
+    store: Store,
+    mut stop: Stop,
+) {
+    let mut ticks = 0u32;
+    while stop.sleep(crate::service::callers::REFRESH_EVERY).await {
+        if let Err(err) = authenticator.reload(&store).await {
+            tracing::warn!(error = %err, "could not reload caller tokens; keeping the last known set");
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(30) {
+            flush_token_use(&authenticator, &store).await;
+        }
+    }
+    flush_token_use(&authenticator, &store).await;
+}
+
+async fn flush_token_use(authenticator: &Authenticator, store: &Store) {
+    if let Err(err) = authenticator.flush_last_used(store).await {
+        tracing::warn!(error = %err, "could not record caller tokens' last use");
+    }
+}
+
+/// Writes the failed-verification counts to the audit trail once a minute, and
+/// once more at stop.
+pub(super) async fn flush_failed_verifications(verifier: VerifyService, mut stop: Stop) {
+    while stop.sleep(Duration::from_secs(60)).await {
+        verifier.flush_failed_verifications().await;
+    }
+    verifier.flush_failed_verifications().await;
+}
+
+/// Keeps health truthful: every service and "" are SERVING only while the store
+/// answers a ping within the timeout (and until shutdown begins, which the server
+/// reports itself).
+pub(super) async fn probe_store(
+    store: Store,
+    health: HealthReporter,
+    draining: Arc<AtomicBool>,
+    cache: Arc<VerifyCache>,
+    mut stop: Stop,
+) {
+    let mut serving = true;
+    while stop.sleep(PROBE_EVERY).await {
+        let answered = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
+            Ok(Ok(()))
+        );
+        let (open, idle) = store.pool_stats();
+        METRICS
+            .db_pool
+            .get_or_create(&PoolLabels {
+                state: "idle".into(),
+            })
+            .set(idle as i64);
+        METRICS
+            .db_pool
+            .get_or_create(&PoolLabels {
+                state: "in_use".into(),
+            })
+            .set(i64::from(open) - idle as i64);
+        if draining.load(Ordering::SeqCst) || answered == serving {
+            continue;
+        }
+        serving = answered;
+        if serving {
+            tracing::info!("store answers again: health SERVING");
+            super::set_status(&health, ServingStatus::Serving).await;
+        } else {
+            tracing::warn!("store does not answer: health NOT_SERVING until it does");
+            // Changes made meanwhile cannot reach us: cached verdicts go too.
+            cache.clear();
+            super::set_status(&health, ServingStatus::NotServing).await;
+        }
+        METRICS.serving.set(i64::from(serving));
+    }
+}
+
+/// Serves the Prometheus text exposition at /metrics until stop.
+pub(super) async fn serve_metrics(listener: TcpListener, mut stop: Stop) {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                METRICS.render(),
+            )
+        }),
+    );
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.requested().await })
+        .await;
+    if let Err(err) = served {
+        tracing::warn!(error = %err, "the metrics endpoint stopped");
+    }
+}
+
+/// Keeps the verdict cache true to changes other processes make: PostgreSQL
+/// notifications name the org to forget at once; and on every backend a change
+/// counter, polled every `poll_every`, forgets everything when it moved or cannot
+/// be read, so even a notification connection that died silently delays an
+/// invalidation by at most one poll.
+pub(super) async fn follow_changes(
+    store: Store,
+    cache: Arc<VerifyCache>,
+    poll_every: Duration,
+    stop: Stop,
+) {
+    tokio::join!(
+        poll_change_counter(store.clone(), cache.clone(), poll_every, stop.clone()),
+        listen_for_changes(store, cache, stop)
+    );
+}
+
+async fn poll_change_counter(
+    store: Store,
+    cache: Arc<VerifyCache>,
+    every: Duration,
+    mut stop: Stop,
+) {
+    let mut seen = store.change_version().await.ok();
+    while stop.sleep(every).await {
+        match store.change_version().await {
+            Ok(version) if Some(version) == seen => {}
+            Ok(version) => {
+                cache.clear();
+                seen = Some(version);
+            }
+            Err(_) => {
+                cache.clear();
+                seen = None;
+            }
+        }
+    }
+}
+
+async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>, mut stop: Stop) {
+    loop {
+        let feed = tokio::select! {
+            () = stop.requested() => return,
+            feed = store.change_feed() => feed,
+        };
+        match feed {
+            Ok(ChangeFeed::Notifications(mut listener)) => {
+                // Whatever changed while nobody listened is unknown.
+                cache.clear();
+                loop {
+                    let received = tokio::select! {
+                        () = stop.requested() => return,
+                        received = listener.try_recv() => received,
+                    };
+                    match received {
+                        Ok(Some(notification)) => cache.forget_org(notification.payload()),
+                        Ok(None) => {
+                            tracing::warn!(
+                                "change notifications interrupted: forgetting every cached verification"
+                            );
+                            cache.clear();
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "change notifications lost: forgetting every cached verification");
+                            cache.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(ChangeFeed::CounterOnly) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for changes: forgetting every cached verification");
+                cache.clear();
+            }
+        }
+        if !stop.sleep(Duration::from_secs(1)).await {
+            return;
+        }
+    }
+}
