@@ -133,12 +133,8 @@ where
             }
             // Errors travel in the headers (trailers-only); a success's status is in
             // the trailers, so no status header means OK.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            let code = tonic::Status::from_header_map(response.headers())
+                .map_or(tonic::Code::Ok, |status| status.code());
             span.record("rpc.grpc.status_code", code as i32);
             METRICS
                 .rpc_requests
