@@ -352,3 +352,68 @@ fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|_| "CREDD_SHUTDOWN_GRACE must be a duration such as 10s or 1m".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let settings = Settings::with_database("sqlite::memory:");
+        assert_eq!(settings.listen, SocketAddr::from(([127, 0, 0, 1], 50051)));
+        assert_eq!(settings.default_login_domain, "login.credd.local");
+        assert_eq!(settings.argon2_m_kib, 19_456);
+        assert_eq!(settings.verify_cache_ttl, Duration::from_secs(300));
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(settings.bootstrap_token.map(|_| ()), None);
+    }
+
+    /// README's settings table, as `--flag` -> (variable, default column).
+    fn readme_table() -> HashMap<String, (String, String)> {
+        include_str!("../README.md")
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let flag = cells.get(1)?.strip_prefix("`--")?.strip_suffix('`')?;
+                let variable = cells.get(2)?.trim_matches('`');
+                let default = cells.get(3)?;
+                Some((
+                    flag.to_owned(),
+                    (variable.to_owned(), (*default).to_owned()),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_lists_every_flag_with_its_variable_and_declared_default() {
+        let table = readme_table();
+        let command = Defaults::command();
+        let mut flags = 0;
+        for arg in command.get_arguments() {
+            let Some(flag) = arg.get_long() else { continue };
+            flags += 1;
+            let (variable, default) = table
+                .get(flag)
+                .unwrap_or_else(|| panic!("README's settings table lacks --{flag}"));
+            let declared_variable = arg.get_env().map(|v| v.to_string_lossy().into_owned());
+            assert_eq!(Some(variable.clone()), declared_variable, "--{flag}");
+            match arg.get_default_values() {
+                [value] => assert_eq!(
+                    default.trim_matches('`'),
+                    value.to_string_lossy(),
+                    "README's default of --{flag}"
+                ),
+                _ => assert!(
+                    !default.starts_with('`'),
+                    "--{flag} declares no default, README shows {default}"
+                ),
+            }
+        }
+        assert_eq!(flags, table.len(), "README lists flags credd does not have");
+    }
+}
