@@ -84,11 +84,7 @@ impl AppService {
         input: AppInput,
     ) -> Result<AppRegistration, Error> {
         super::record_org(org_id);
-        let org = self
-            .store
-            .find_org(org_id)
-            .await?
-            .ok_or(Error::NotFound("org"))?;
+        let org = self.store.live_org(org_id).await?;
         let valid = app::validate(platform, &input, &org.main_website).map_err(Error::Invalid)?;
         let id = AppRegistrationId::generate();
         let created = self
@@ -145,11 +141,7 @@ impl AppService {
         }
         let current = self.get(id).await?;
         super::record_org(&current.org_id);
-        let org = self
-            .store
-            .find_org(&current.org_id)
-            .await?
-            .ok_or(Error::NotFound("org"))?;
+        let org = self.store.live_org(&current.org_id).await?;
         let mut merged = current.kind.to_input(&current.name);
         let mut violations = Vec::new();
         for path in paths {
@@ -252,10 +244,7 @@ impl AppService {
     /// host of the org must serve.
     pub async fn association_files(&self, org_id: &OrgId) -> Result<AssociationFiles, Error> {
         super::record_org(org_id);
-        self.store
-            .find_org(org_id)
-            .await?
-            .ok_or(Error::NotFound("org"))?;
+        self.store.live_org(org_id).await?;
         let apps = self.store.apps_of_org(org_id).await?;
         Ok(render_association_files(&apps))
     }

@@ -130,11 +130,7 @@ impl OrgService {
     /// The integration view of the org `org_id`.
     pub async fn integration(&self, org_id: &OrgId) -> Result<Integration, Error> {
         super::record_org(org_id);
-        let org = self
-            .store
-            .find_org(org_id)
-            .await?
-            .ok_or(Error::NotFound("org"))?;
+        let org = self.store.live_org(org_id).await?;
         Ok(Integration {
             login_domain: self.login_domain(&org),
             secrets: SecretOverview::of(

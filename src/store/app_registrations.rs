@@ -10,8 +10,8 @@ use sea_orm::{
 use super::{
     Store,
     audit::{self, NewEvent},
+    commit_with_event,
     entities::{app_registrations, orgs},
-    is_unique_violation,
     orgs::lock_live_org,
     page_of,
 };
@@ -148,14 +148,10 @@ impl Store {
             ..Default::default()
         };
         set_fields(&mut row, app);
-        let row = match row.insert(&txn).await {
-            Ok(row) => row,
-            Err(err) if is_unique_violation(&err) => return Err(duplicate(platform)),
-            Err(err) => return Err(err.into()),
-        };
-        audit::append(&txn, event, now).await?;
-        txn.commit().await?;
-        row.try_into()
+        let written = row.insert(&txn).await;
+        commit_with_event(txn, written, duplicate(platform), event, now)
+            .await?
+            .try_into()
     }
 
     /// The app registration `id`, if `scope` reaches its org.
@@ -247,14 +243,10 @@ impl Store {
         let mut row: app_registrations::ActiveModel = row.into();
         set_fields(&mut row, valid);
         row.update_time = Set(now);
-        let row = match row.update(&txn).await {
-            Ok(row) => row,
-            Err(err) if is_unique_violation(&err) => return Err(duplicate(platform)),
-            Err(err) => return Err(err.into()),
-        };
-        audit::append(&txn, event, now).await?;
-        txn.commit().await?;
-        row.try_into()
+        let written = row.update(&txn).await;
+        commit_with_event(txn, written, duplicate(platform), event, now)
+            .await?
+            .try_into()
     }
 
     /// Deletes the org's app registration `id`.

@@ -10,8 +10,8 @@ use sea_orm::{
 use super::{
     Store,
     audit::{self, NewEvent},
+    commit_with_event,
     entities::caller_tokens,
-    is_unique_violation,
 };
 use crate::{
     Error,
@@ -85,19 +85,14 @@ impl Store {
             revoke_time: Set(None),
             last_used_time: Set(None),
         };
-        let row = match row.insert(&txn).await {
-            Ok(row) => row,
-            Err(err) if is_unique_violation(&err) => {
-                return Err(Error::AlreadyExists {
-                    what: "a live caller token with this name",
-                    field: "name",
-                });
-            }
-            Err(err) => return Err(err.into()),
+        let taken = Error::AlreadyExists {
+            what: "a live caller token with this name",
+            field: "name",
         };
-        audit::append(&txn, event, now).await?;
-        txn.commit().await?;
-        row.try_into()
+        let written = row.insert(&txn).await;
+        commit_with_event(txn, written, taken, event, now)
+            .await?
+            .try_into()
     }
 
     /// Every caller token, live or not, oldest first (never the digests).

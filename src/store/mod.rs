@@ -164,6 +164,26 @@ impl Store {
     }
 }
 
+/// Finishes a write of one row: a unique violation becomes `taken` (the caller's
+/// ALREADY_EXISTS), the audit event is appended in the same transaction, and the
+/// transaction commits — so a change is never stored without its event.
+async fn commit_with_event<M>(
+    txn: sea_orm::DatabaseTransaction,
+    written: Result<M, DbErr>,
+    taken: Error,
+    event: audit::NewEvent,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<M, Error> {
+    let row = match written {
+        Ok(row) => row,
+        Err(err) if is_unique_violation(&err) => return Err(taken),
+        Err(err) => return Err(err.into()),
+    };
+    audit::append(&txn, event, now).await?;
+    txn.commit().await?;
+    Ok(row)
+}
+
 /// One page of `query` in the order of its `id` column, after the position the
 /// request names: the one keyset pagination every list uses.
 async fn page_of<E, T>(

@@ -10,8 +10,9 @@ use sea_orm::{
 use super::{
     Store,
     audit::{self, NewEvent},
+    commit_with_event,
     entities::{app_registrations, client_secrets, orgs},
-    is_unique_violation, page_of,
+    page_of,
 };
 use crate::{
     Error,
@@ -86,15 +87,16 @@ impl Store {
             update_time: Set(now),
             delete_time: Set(None),
         };
-        let row = match row.insert(&txn).await {
-            Ok(row) => row,
-            // The custom domain is the only caller-chosen unique column.
-            Err(err) if is_unique_violation(&err) => return Err(TAKEN_DOMAIN),
-            Err(err) => return Err(err.into()),
-        };
-        audit::append(&txn, event, now).await?;
-        txn.commit().await?;
-        Ok(row.into())
+        // The custom domain is the only caller-chosen unique column.
+        let written = row.insert(&txn).await;
+        Ok(commit_with_event(txn, written, TAKEN_DOMAIN, event, now)
+            .await?
+            .into())
+    }
+
+    /// The live org with this id, or NOT_FOUND.
+    pub async fn live_org(&self, id: &OrgId) -> Result<Org, Error> {
+        self.find_org(id).await?.ok_or(Error::NotFound("org"))
     }
 
     /// The live org with this id.
@@ -172,14 +174,10 @@ impl Store {
             row.custom_domain = Set(custom_domain);
         }
         row.update_time = Set(now);
-        let row = match row.update(&txn).await {
-            Ok(row) => row,
-            Err(err) if is_unique_violation(&err) => return Err(TAKEN_DOMAIN),
-            Err(err) => return Err(err.into()),
-        };
-        audit::append(&txn, event, now).await?;
-        txn.commit().await?;
-        Ok(row.into())
+        let written = row.update(&txn).await;
+        Ok(commit_with_event(txn, written, TAKEN_DOMAIN, event, now)
+            .await?
+            .into())
     }
 
     /// Deletes the live org `id`: its secrets and app registrations go at once, and its row stays as a
