@@ -319,6 +319,37 @@ impl TestApp {
         InterceptedService::new(self.channel.clone(), bearer(token))
     }
 
+    /// Waits until this server has taken in every change made so far, so that no
+    /// background invalidation lands in the middle of what the test measures next.
+    ///
+    /// The server polls the change counter (every 250 ms on SQLite, 1 s on
+    /// PostgreSQL) and forgets its whole verify cache when the counter moved; on
+    /// PostgreSQL notifications of its own writes also arrive a moment later. Every
+    /// such forgetting bumps the cache's generation. Once the generation has stood
+    /// still for two poll intervals and a margin after the last write, at least one
+    /// whole poll ran since that write and found nothing new: the server is current.
+    pub async fn wait_until_changes_are_taken_in(&self) {
+        let store = credd::store::Store::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
+        let quiet = store.change_poll_interval() * 2 + Duration::from_millis(500);
+        let cache = self.secret_service.cache().clone();
+        let mut generation = cache.generation();
+        let mut since = Instant::now();
+        wait_until(
+            "the verify cache stops being invalidated",
+            quiet * 4,
+            async || {
+                let now = cache.generation();
+                if now != generation {
+                    (generation, since) = (now, Instant::now());
+                }
+                since.elapsed() >= quiet
+            },
+        )
+        .await;
+    }
+
     /// Runs `sql` on this server's database over a connection of the test's own,
     /// beside credd, as an operator or another program would.
     pub async fn execute_sql(&self, sql: &str) -> Result<(), sea_orm::DbErr> {
