@@ -12,7 +12,7 @@ use credd::{
     pb::{
         ActivateClientSecretRequest, ClientSecret, CreateOrgRequest, DeleteOrgRequest,
         GenerateClientSecretRequest, GenerateClientSecretResponse, GetIntegrationRequest,
-        GetIntegrationResponse, GetOrgRequest, ListClientSecretsRequest, Org,
+        GetIntegrationResponse, GetOrgRequest, ListClientSecretsRequest, ListOrgsRequest, Org,
         RevokeClientSecretRequest, VerifyClientSecretRequest, VerifyClientSecretResponse,
         activate_client_secret_request::Secret, app_registrations_client::AppRegistrationsClient,
         audit_client::AuditClient, client_secrets_client::ClientSecretsClient,
@@ -431,6 +431,17 @@ impl Clients {
             .await
             .expect("create org")
             .into_inner()
+    }
+
+    /// The first page (up to 50) of orgs.
+    pub async fn list_orgs(&self) -> Vec<Org> {
+        self.orgs
+            .clone()
+            .list_orgs(ListOrgsRequest::default())
+            .await
+            .expect("list orgs")
+            .into_inner()
+            .orgs
     }
 
     /// Deletes the org `id`.
