@@ -1,11 +1,14 @@
 //! The audit trail: every write leaves one event in its own transaction, failed
 //! verifications are aggregated, and no secret or token is ever in it.
 
-use credd::pb::{
-    ActivateClientSecretRequest, CreateAppRegistrationRequest, CreateOrgRequest, DeleteOrgRequest,
-    GenerateClientSecretRequest, ImportClientSecretRequest, ListAuditEventsRequest, Platform,
-    RevokeClientSecretRequest, UpdateOrgRequest, VerifyClientSecretRequest,
-    activate_client_secret_request::Secret,
+use credd::{
+    domain::caller::{Actor, Scope, Scopes},
+    pb::{
+        AppRegistration, ClientSecretState, CreateAppRegistrationRequest, CreateOrgRequest,
+        DeleteAppRegistrationRequest, DeleteOrgRequest, GenerateClientSecretRequest,
+        ImportClientSecretRequest, ListAuditEventsRequest, Platform, UpdateAppRegistrationRequest,
+        UpdateOrgRequest, activate_client_secret_request::Secret,
+    },
 };
 use tonic::Code;
 
@@ -51,38 +54,37 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
         .metadata_mut()
         .insert("x-request-id", "req-42".parse().unwrap());
     let org = app.orgs.create_org(request).await.unwrap().into_inner();
-    let generated = app
-        .secrets
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let secret_id = generated.secret.unwrap().id;
-    app.secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::SecretId(secret_id.clone())),
-            grace_period: None,
-        })
-        .await
-        .unwrap();
-    app.secrets
-        .revoke_client_secret(RevokeClientSecretRequest {
-            org_id: org.id.clone(),
-            secret_id: secret_id.clone(),
-        })
-        .await
-        .unwrap();
-    app.apps
+    let (secret, _) = app.generate_and_activate(&org.id).await;
+    let secret_id = secret.id;
+    app.revoke(&org.id, &secret_id).await.unwrap();
+    let registered = app
+        .apps
         .create_app_registration(CreateAppRegistrationRequest {
             org_id: org.id.clone(),
             name: "Web".into(),
             platform: Platform::Web.into(),
             callback_url: "https://app.acme.example/cb".into(),
             ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.apps
+        .update_app_registration(UpdateAppRegistrationRequest {
+            app_registration: Some(AppRegistration {
+                id: registered.id.clone(),
+                name: "Web app".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    app.apps
+        .delete_app_registration(DeleteAppRegistrationRequest {
+            id: registered.id.clone(),
         })
         .await
         .unwrap();
@@ -112,6 +114,8 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
         actions(&trail),
         [
             "org.update",
+            "app.delete",
+            "app.update",
             "app.create",
             "secret.revoke",
             "secret.activate",
@@ -132,7 +136,18 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
         "the caller's x-request-id is kept"
     );
     assert_eq!(created.target_id, org.id);
-    assert_eq!(trail[3].target_id, secret_id);
+    let target_of = |action: &str| {
+        trail
+            .iter()
+            .find(|e| e.action == action)
+            .map(|e| e.target_id.as_str())
+    };
+    for action in ["secret.generate", "secret.activate", "secret.revoke"] {
+        assert_eq!(target_of(action), Some(secret_id.as_str()), "{action}");
+    }
+    for action in ["app.create", "app.update", "app.delete"] {
+        assert_eq!(target_of(action), Some(registered.id.as_str()), "{action}");
+    }
 
     // Filters: action, time range.
     let only = events(
@@ -191,21 +206,40 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
     )
     .await;
     assert_eq!(trail[0].action, "org.delete");
-    assert_eq!(trail.len(), 7);
+    assert_eq!(trail.len(), 9);
+
+    // Caller tokens are managed beside the server (the command line): their events
+    // belong to no org and name the token.
+    let (_, tokens) = tokens_of(&app).await;
+    tokens
+        .create(&Actor::cli(), "ci", Scopes::of([Scope::AuditRead]), None)
+        .await
+        .unwrap();
+    tokens.revoke(&Actor::cli(), "ci").await.unwrap();
+    for action in ["token.create", "token.revoke"] {
+        let only = events(
+            &mut app,
+            ListAuditEventsRequest {
+                action: action.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(actions(&only), [action]);
+        assert_eq!(
+            (only[0].caller.as_str(), only[0].org_id.as_str()),
+            ("cli", "")
+        );
+        assert_eq!(only[0].target_id, "ci");
+        assert_eq!(only[0].outcome, "ok");
+    }
 }
 
 async fn a_refused_write_leaves_no_event(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let org = app
-        .orgs
-        .create_org(CreateOrgRequest {
-            name: "A".into(),
-            main_website: "https://a.example".into(),
-            custom_domain: "login.a.example".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .create_org_with("A", "https://a.example", "login.a.example")
+        .await;
     let before = events(&mut app, ListAuditEventsRequest::default())
         .await
         .len();
@@ -219,31 +253,10 @@ async fn a_refused_write_leaves_no_event(backend: Backend) {
             .await,
         Code::AlreadyExists,
     );
-    let generated = app
-        .secrets
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let id = generated.secret.unwrap().id;
-    app.secrets
-        .revoke_client_secret(RevokeClientSecretRequest {
-            org_id: org.id.clone(),
-            secret_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    let id = app.generate_secret(&org.id).await.secret.unwrap().id;
+    app.revoke(&org.id, &id).await.unwrap();
     assert_code(
-        app.secrets
-            .activate_client_secret(ActivateClientSecretRequest {
-                org_id: org.id.clone(),
-                secret: Some(Secret::SecretId(id)),
-                grace_period: None,
-            })
-            .await,
+        app.activate(&org.id, Secret::SecretId(id), 0).await,
         Code::FailedPrecondition,
     );
     let after = events(&mut app, ListAuditEventsRequest::default()).await;
@@ -255,38 +268,100 @@ async fn a_refused_write_leaves_no_event(backend: Backend) {
     );
 }
 
+/// Statements that make every insert into `audit_events` fail (as a full disk or
+/// a broken audit table would), and the statement that undoes them.
+fn audit_refusal(backend: &Backend) -> (&'static [&'static str], &'static str) {
+    match backend {
+        Backend::Sqlite => (
+            &[
+                "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_events \
+               BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END",
+            ],
+            "DROP TRIGGER audit_refused",
+        ),
+        Backend::Postgres(_) => (
+            &[
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$",
+                "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+            ],
+            "DROP TRIGGER audit_refused ON audit_events",
+        ),
+    }
+}
+
+async fn a_change_whose_audit_event_cannot_be_written_is_not_made(backend: Backend) {
+    let app = spawn_app(backend.clone()).await;
+    let acme = app.create_org().await;
+    let (active, plaintext) = app.generate_and_activate(&acme.id).await;
+    let (refuse, allow) = audit_refusal(&backend);
+    for statement in refuse {
+        app.execute_sql(statement).await.unwrap();
+    }
+
+    // Each write fails as a whole: the change rolls back with its event.
+    assert_code(
+        app.orgs
+            .clone()
+            .create_org(CreateOrgRequest {
+                name: "Unaudited".into(),
+                main_website: "https://unaudited.example".into(),
+                custom_domain: String::new(),
+            })
+            .await,
+        Code::Internal,
+    );
+    assert_code(
+        app.secrets
+            .clone()
+            .generate_client_secret(GenerateClientSecretRequest {
+                org_id: acme.id.clone(),
+                description: String::new(),
+            })
+            .await,
+        Code::Internal,
+    );
+    assert_code(app.revoke(&acme.id, &active.id).await, Code::Internal);
+    assert_code(
+        app.orgs
+            .clone()
+            .delete_org(DeleteOrgRequest {
+                id: acme.id.clone(),
+            })
+            .await,
+        Code::Internal,
+    );
+
+    let orgs = app.list_orgs().await;
+    assert_eq!(
+        orgs.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+        [acme.id.as_str()],
+        "no org was created and none deleted"
+    );
+    let secrets = app.list_secrets(&acme.id).await;
+    assert_eq!(secrets.len(), 1, "no secret was generated: {secrets:?}");
+    assert_eq!(
+        secrets[0].state(),
+        ClientSecretState::Active,
+        "the secret was not revoked"
+    );
+    assert!(app.verifies(&acme.client_id, &plaintext).await);
+
+    // With the audit table writable again, the same writes go through.
+    app.execute_sql(allow).await.unwrap();
+    app.create_org().await;
+    app.revoke(&acme.id, &active.id).await.unwrap();
+}
+
 async fn failed_verifications_are_counted_in_one_event_per_org(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = app
-        .orgs
-        .create_org(CreateOrgRequest {
-            name: "A".into(),
-            main_website: "https://a.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let org = app.create_org().await;
     for attempt in ["wrong", "also-wrong-but-longer-than-thirty-two-chars", ""] {
-        let answer = app
-            .secrets
-            .verify_client_secret(VerifyClientSecretRequest {
-                client_id: org.client_id.clone(),
-                client_secret: attempt.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(!answer.valid);
+        assert!(!app.verifies(&org.client_id, attempt).await);
     }
     // An unknown client has no org to charge.
-    app.secrets
-        .verify_client_secret(VerifyClientSecretRequest {
-            client_id: "0".repeat(32),
-            client_secret: "x".into(),
-        })
-        .await
-        .unwrap();
+    assert!(!app.verifies(&"0".repeat(32), "x").await);
     app.verifier.flush_failed_verifications().await;
     app.verifier.flush_failed_verifications().await;
     let failed = events(
@@ -305,33 +380,10 @@ async fn failed_verifications_are_counted_in_one_event_per_org(backend: Backend)
 
 async fn no_secret_or_token_is_ever_in_the_trail(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = app
-        .orgs
-        .create_org(CreateOrgRequest {
-            name: "A".into(),
-            main_website: "https://a.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let org = app.create_org().await;
     let imported = "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw";
-    let generated = app
-        .secrets
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            description: "d".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plaintext;
-    app.secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::Plaintext(generated.clone())),
-            grace_period: None,
-        })
+    let generated = app.generate_secret(&org.id).await.plaintext;
+    app.activate(&org.id, Secret::Plaintext(generated.clone()), 0)
         .await
         .unwrap();
     app.secrets
@@ -342,25 +394,12 @@ async fn no_secret_or_token_is_ever_in_the_trail(backend: Backend) {
         })
         .await
         .unwrap();
-    app.secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::Plaintext(imported.into())),
-            grace_period: Some(prost_types::Duration {
-                seconds: 60,
-                nanos: 0,
-            }),
-        })
+    app.activate(&org.id, Secret::Plaintext(imported.into()), 60)
         .await
         .unwrap();
     let (_, tokens) = tokens_of(&app).await;
     let (_, token) = tokens
-        .create(
-            &credd::domain::caller::Actor::cli(),
-            "ci",
-            credd::domain::caller::Scopes::of([credd::domain::caller::Scope::AuditRead]),
-            None,
-        )
+        .create(&Actor::cli(), "ci", Scopes::of([Scope::AuditRead]), None)
         .await
         .unwrap();
 
@@ -401,6 +440,7 @@ async fn no_secret_or_token_is_ever_in_the_trail(backend: Backend) {
 both_backends!(
     every_write_leaves_one_event_with_who_what_and_request,
     a_refused_write_leaves_no_event,
+    a_change_whose_audit_event_cannot_be_written_is_not_made,
     failed_verifications_are_counted_in_one_event_per_org,
     no_secret_or_token_is_ever_in_the_trail,
 );

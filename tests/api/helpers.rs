@@ -2,14 +2,21 @@
 
 use std::{
     net::SocketAddr,
+    ops::{Deref, DerefMut},
     sync::{Arc, Once},
+    time::{Duration, Instant},
 };
 
 use credd::{
     App, Settings,
     pb::{
-        app_registrations_client::AppRegistrationsClient, audit_client::AuditClient,
-        client_secrets_client::ClientSecretsClient, orgs_client::OrgsClient,
+        ActivateClientSecretRequest, ClientSecret, CreateOrgRequest, DeleteOrgRequest,
+        GenerateClientSecretRequest, GenerateClientSecretResponse, GetIntegrationRequest,
+        GetIntegrationResponse, GetOrgRequest, ListClientSecretsRequest, ListOrgsRequest, Org,
+        RevokeClientSecretRequest, VerifyClientSecretRequest, VerifyClientSecretResponse,
+        activate_client_secret_request::Secret, app_registrations_client::AppRegistrationsClient,
+        audit_client::AuditClient, client_secrets_client::ClientSecretsClient,
+        get_org_request::Lookup, orgs_client::OrgsClient,
     },
     service::{Clock, ManualClock, SystemClock},
 };
@@ -26,7 +33,8 @@ use tonic::{
 pub const TOKEN: &str = "test-bootstrap-token-0123456789abcdef";
 
 /// Runs each named test body once per backend: `sqlite::NAME` always,
-/// `postgres::NAME` against `CREDD_TEST_DATABASE_URL` when it is set.
+/// `postgres::NAME` against `CREDD_TEST_DATABASE_URL` when it is set (and failing
+/// when it is not but `CREDD_REQUIRE_POSTGRES` is, as in CI).
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -61,12 +69,21 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PostgreSQL, when `CREDD_TEST_DATABASE_URL` is set.
+    /// PostgreSQL, when `CREDD_TEST_DATABASE_URL` is set. Without it the caller skips
+    /// its PostgreSQL run, unless `CREDD_REQUIRE_POSTGRES` is set: then a skip would
+    /// pass CI without ever touching PostgreSQL, so this panics instead.
     pub fn postgres() -> Option<Self> {
-        std::env::var("CREDD_TEST_DATABASE_URL")
+        let url = std::env::var("CREDD_TEST_DATABASE_URL")
             .ok()
-            .filter(|url| !url.is_empty())
-            .map(Backend::Postgres)
+            .filter(|url| !url.is_empty());
+        if url.is_none() {
+            assert!(
+                std::env::var_os("CREDD_REQUIRE_POSTGRES").is_none(),
+                "CREDD_REQUIRE_POSTGRES is set but CREDD_TEST_DATABASE_URL is not: \
+                 set it to postgres://USER@HOST:PORT/DB"
+            );
+        }
+        url.map(Backend::Postgres)
     }
 }
 
@@ -170,15 +187,23 @@ impl Interceptor for Bearer {
 /// A channel that authenticates as `token` (or not at all).
 pub type Authed = InterceptedService<Channel, Bearer>;
 
-/// A running test server and clients for it.
-#[allow(dead_code)] // each test module uses the clients it needs
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub channel: Channel,
+/// Typed clients of one server under one token, with the calls tests make again
+/// and again. Each call clones its client (a channel handle), so they take `&self`
+/// and can run inside [`wait_until`] conditions.
+#[derive(Clone)]
+pub struct Clients {
     pub orgs: OrgsClient<Authed>,
     pub secrets: ClientSecretsClient<Authed>,
     pub apps: AppRegistrationsClient<Authed>,
     pub audit: AuditClient<Authed>,
+}
+
+/// A running test server and clients for it (its [`Clients`], under [`TOKEN`]).
+#[allow(dead_code)] // each test module uses the fields it needs
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub clients: Clients,
     pub backend: Backend,
     pub database_url: String,
     pub verifier: credd::service::VerifyService,
@@ -268,13 +293,9 @@ async fn spawn(
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_lazy();
-    let authed = InterceptedService::new(channel.clone(), bearer(Some(TOKEN)));
     TestApp {
         addr,
-        orgs: OrgsClient::new(authed.clone()),
-        secrets: ClientSecretsClient::new(authed.clone()),
-        apps: AppRegistrationsClient::new(authed.clone()),
-        audit: AuditClient::new(authed),
+        clients: Clients::new(channel.clone(), Some(TOKEN)),
         channel,
         backend,
         database_url,
@@ -298,6 +319,48 @@ impl TestApp {
         InterceptedService::new(self.channel.clone(), bearer(token))
     }
 
+    /// Waits until this server has taken in every change made so far, so that no
+    /// background invalidation lands in the middle of what the test measures next.
+    ///
+    /// The server polls the change counter (every 250 ms on SQLite, 1 s on
+    /// PostgreSQL) and forgets its whole verify cache when the counter moved; on
+    /// PostgreSQL notifications of its own writes also arrive a moment later. Every
+    /// such forgetting bumps the cache's generation. Once the generation has stood
+    /// still for two poll intervals and a margin after the last write, at least one
+    /// whole poll ran since that write and found nothing new: the server is current.
+    pub async fn wait_until_changes_are_taken_in(&self) {
+        let store = credd::store::Store::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
+        let quiet = store.change_poll_interval() * 2 + Duration::from_millis(500);
+        let cache = self.verifier.cache().clone();
+        let mut generation = cache.generation();
+        let mut since = Instant::now();
+        wait_until(
+            "the verify cache stops being invalidated",
+            quiet * 4,
+            async || {
+                let now = cache.generation();
+                if now != generation {
+                    (generation, since) = (now, Instant::now());
+                }
+                since.elapsed() >= quiet
+            },
+        )
+        .await;
+    }
+
+    /// Runs `sql` on this server's database over a connection of the test's own,
+    /// beside credd, as an operator or another program would.
+    pub async fn execute_sql(&self, sql: &str) -> Result<(), sea_orm::DbErr> {
+        let db = Database::connect(self.database_url.as_str())
+            .await
+            .expect("connect to the test database");
+        let result = db.execute_unprepared(sql).await.map(drop);
+        db.close().await.ok();
+        result
+    }
+
     /// Stops the server as SIGTERM would and waits for it to finish.
     pub async fn stop(&mut self) -> Result<(), credd::app::StartError> {
         if let Some(tx) = self.shutdown.take() {
@@ -310,10 +373,254 @@ impl TestApp {
     }
 }
 
+impl Deref for TestApp {
+    type Target = Clients;
+
+    fn deref(&self) -> &Clients {
+        &self.clients
+    }
+}
+
+impl DerefMut for TestApp {
+    fn deref_mut(&mut self) -> &mut Clients {
+        &mut self.clients
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+impl Clients {
+    /// Clients of the server behind `channel` that send `token` (or none).
+    pub fn new(channel: Channel, token: Option<&str>) -> Self {
+        let authed = InterceptedService::new(channel, bearer(token));
+        Clients {
+            orgs: OrgsClient::new(authed.clone()),
+            secrets: ClientSecretsClient::new(authed.clone()),
+            apps: AppRegistrationsClient::new(authed.clone()),
+            audit: AuditClient::new(authed),
+        }
+    }
+
+    /// Creates an org for a test that does not care about its fields: "Acme" at
+    /// https://acme.example, no custom domain.
+    pub async fn create_org(&self) -> Org {
+        self.create_org_with("Acme", "https://acme.example", "")
+            .await
+    }
+
+    /// Creates an org with these fields.
+    pub async fn create_org_with(
+        &self,
+        name: &str,
+        main_website: &str,
+        custom_domain: &str,
+    ) -> Org {
+        self.orgs
+            .clone()
+            .create_org(CreateOrgRequest {
+                name: name.into(),
+                main_website: main_website.into(),
+                custom_domain: custom_domain.into(),
+            })
+            .await
+            .expect("create org")
+            .into_inner()
+    }
+
+    /// The first page (up to 50) of orgs.
+    pub async fn list_orgs(&self) -> Vec<Org> {
+        self.orgs
+            .clone()
+            .list_orgs(ListOrgsRequest::default())
+            .await
+            .expect("list orgs")
+            .into_inner()
+            .orgs
+    }
+
+    /// Deletes the org `id`.
+    pub async fn delete_org(&self, id: &str) {
+        self.orgs
+            .clone()
+            .delete_org(DeleteOrgRequest { id: id.into() })
+            .await
+            .expect("delete org");
+    }
+
+    /// The org's integration view.
+    pub async fn integration(&self, org_id: &str) -> GetIntegrationResponse {
+        self.orgs
+            .clone()
+            .get_integration(GetIntegrationRequest {
+                org_id: org_id.into(),
+            })
+            .await
+            .expect("get integration")
+            .into_inner()
+    }
+
+    /// Generates a PENDING secret for `org_id`.
+    pub async fn generate_secret(&self, org_id: &str) -> GenerateClientSecretResponse {
+        self.secrets
+            .clone()
+            .generate_client_secret(GenerateClientSecretRequest {
+                org_id: org_id.into(),
+                description: "test".into(),
+            })
+            .await
+            .expect("generate a client secret")
+            .into_inner()
+    }
+
+    /// Activates `secret` of `org_id`, the previous ACTIVE one retiring for
+    /// `grace_seconds` (none when zero).
+    pub async fn activate(
+        &self,
+        org_id: &str,
+        secret: Secret,
+        grace_seconds: i64,
+    ) -> Result<ClientSecret, Status> {
+        self.secrets
+            .clone()
+            .activate_client_secret(ActivateClientSecretRequest {
+                org_id: org_id.into(),
+                secret: Some(secret),
+                grace_period: (grace_seconds > 0).then_some(prost_types::Duration {
+                    seconds: grace_seconds,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Generates a secret for `org_id` and activates it at once: its metadata as
+    /// ACTIVE, and its plaintext.
+    pub async fn generate_and_activate(&self, org_id: &str) -> (ClientSecret, String) {
+        let generated = self.generate_secret(org_id).await;
+        let id = generated.secret.expect("secret metadata").id;
+        let active = self
+            .activate(org_id, Secret::SecretId(id), 0)
+            .await
+            .expect("activate the generated secret");
+        (active, generated.plaintext)
+    }
+
+    /// Revokes secret `secret_id` of `org_id`.
+    pub async fn revoke(&self, org_id: &str, secret_id: &str) -> Result<ClientSecret, Status> {
+        self.secrets
+            .clone()
+            .revoke_client_secret(RevokeClientSecretRequest {
+                org_id: org_id.into(),
+                secret_id: secret_id.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The first page of `org_id`'s secrets, newest first.
+    pub async fn list_secrets(&self, org_id: &str) -> Vec<ClientSecret> {
+        self.secrets
+            .clone()
+            .list_client_secrets(ListClientSecretsRequest {
+                org_id: org_id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list client secrets")
+            .into_inner()
+            .secrets
+    }
+
+    /// The verdict on `secret` for `client_id`, or the status that refused to give
+    /// one. A verdict names the org and secret exactly when it is valid.
+    pub async fn verify(&self, client_id: &str, secret: &str) -> Result<bool, Status> {
+        let answer = self
+            .secrets
+            .clone()
+            .verify_client_secret(VerifyClientSecretRequest {
+                client_id: client_id.into(),
+                client_secret: secret.into(),
+            })
+            .await?
+            .into_inner();
+        check_verdict(&answer);
+        Ok(answer.valid)
+    }
+
+    /// Whether `secret` verifies for `client_id` (a verdict is expected); a valid
+    /// verdict must name the org that owns `client_id` (looked up with GetOrg).
+    pub async fn verifies(&self, client_id: &str, secret: &str) -> bool {
+        let answer = self
+            .secrets
+            .clone()
+            .verify_client_secret(VerifyClientSecretRequest {
+                client_id: client_id.into(),
+                client_secret: secret.into(),
+            })
+            .await
+            .expect("verify answers with a verdict")
+            .into_inner();
+        check_verdict(&answer);
+        if answer.valid {
+            let owner = self
+                .orgs
+                .clone()
+                .get_org(GetOrgRequest {
+                    lookup: Some(Lookup::ClientId(client_id.into())),
+                })
+                .await
+                .expect("the org of a verified client")
+                .into_inner();
+            assert_eq!(
+                answer.org_id, owner.id,
+                "the verdict names the client's org"
+            );
+        }
+        answer.valid
+    }
+}
+
+/// A verdict names the org and secret exactly when it is valid.
+#[track_caller]
+fn check_verdict(answer: &VerifyClientSecretResponse) {
+    if answer.valid {
+        assert!(
+            !answer.org_id.is_empty() && !answer.secret_id.is_empty(),
+            "a valid verdict names its org and secret: {answer:?}"
+        );
+    } else {
+        assert!(
+            answer.org_id.is_empty() && answer.secret_id.is_empty(),
+            "a refusal carries no ids: {answer:?}"
+        );
+    }
+}
+
+/// How often [`wait_until`] checks its condition.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Checks `condition` every few milliseconds until it holds and answers how long
+/// that took; panics naming `what` once `deadline` has passed (a condition that
+/// hangs counts against the deadline too).
+pub async fn wait_until(
+    what: &str,
+    deadline: Duration,
+    mut condition: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, condition()).await {
+            Ok(true) => return started.elapsed(),
+            Ok(false) if started.elapsed() < deadline => tokio::time::sleep(POLL_EVERY).await,
+            _ => panic!("{what}: not within {deadline:?}"),
         }
     }
 }
@@ -337,6 +644,22 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// Asserts that the database refused a statement for breaking a unique index, not
+/// for any other reason (a typo in the test's SQL, say).
+#[track_caller]
+pub fn assert_unique_violation(result: Result<(), sea_orm::DbErr>, why: &str) {
+    match result {
+        Ok(()) => panic!("{why}: the statement went through"),
+        Err(err) => assert!(
+            matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ),
+            "{why}: expected a unique violation, got {err:?}"
+        ),
+    }
 }
 
 /// Asserts that `result` failed with `code`.

@@ -3,62 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use credd::pb::{
-    ActivateClientSecretRequest, CreateOrgRequest, DeleteOrgRequest, GenerateClientSecretRequest,
-    Org, RevokeClientSecretRequest, VerifyClientSecretRequest,
-    activate_client_secret_request::Secret,
-};
+use credd::pb::{Org, VerifyClientSecretRequest, activate_client_secret_request::Secret};
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, spawn_replica};
+use crate::helpers::{
+    Backend, TestApp, assert_code, spawn_app, spawn_app_with, spawn_replica, wait_until,
+};
 
-async fn org(app: &mut TestApp) -> Org {
-    app.orgs
-        .create_org(CreateOrgRequest {
-            name: "Acme".into(),
-            main_website: "https://acme.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn generate(app: &mut TestApp, org: &Org) -> (String, String) {
-    let generated = app
-        .secrets
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+/// A generated secret of `org`, still PENDING: its id and plaintext.
+async fn generate(app: &TestApp, org: &Org) -> (String, String) {
+    let generated = app.generate_secret(&org.id).await;
     (generated.secret.unwrap().id, generated.plaintext)
-}
-
-async fn activate(app: &mut TestApp, org: &Org, id: &str, grace: i64) {
-    app.secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::SecretId(id.into())),
-            grace_period: (grace > 0).then_some(prost_types::Duration {
-                seconds: grace,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap();
-}
-
-async fn verify(app: &mut TestApp, org: &Org, secret: &str) -> Result<bool, tonic::Status> {
-    app.secrets
-        .verify_client_secret(VerifyClientSecretRequest {
-            client_id: org.client_id.clone(),
-            client_secret: secret.into(),
-        })
-        .await
-        .map(|r| r.into_inner().valid)
 }
 
 fn wrong_version_of(secret: &str) -> String {
@@ -76,19 +31,21 @@ fn wrong_version_of(secret: &str) -> String {
 }
 
 async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
-    let mut app = spawn_app(backend).await;
-    let acme = org(&mut app).await;
-    let (id, secret) = generate(&mut app, &acme).await;
-    activate(&mut app, &acme, &id, 0).await;
+    let app = spawn_app(backend).await;
+    let acme = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    // Exact counts: no background invalidation of the writes above may land
+    // between the verifications below.
+    app.wait_until_changes_are_taken_in().await;
     let hashes = app.verifier.hasher().computations();
-    assert!(verify(&mut app, &acme, &secret).await.unwrap());
+    assert!(app.verify(&acme.client_id, &secret).await.unwrap());
     assert_eq!(
         app.verifier.hasher().computations(),
         hashes + 1,
         "the first verify is cold"
     );
     for _ in 0..5 {
-        assert!(verify(&mut app, &acme, &secret).await.unwrap());
+        assert!(app.verify(&acme.client_id, &secret).await.unwrap());
     }
     assert_eq!(
         app.verifier.hasher().computations(),
@@ -99,16 +56,17 @@ async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
     // Failures are never cached: each wrong secret costs its hash again.
     let wrong = wrong_version_of(&secret);
     for _ in 0..2 {
-        assert!(!verify(&mut app, &acme, &wrong).await.unwrap());
+        assert!(!app.verify(&acme.client_id, &wrong).await.unwrap());
     }
     assert_eq!(app.verifier.hasher().computations(), hashes + 3);
 }
 
 async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend) {
-    let mut app = spawn_app_with(backend, |s| s.argon2_m_kib = 4096).await;
-    let acme = org(&mut app).await;
-    let (id, secret) = generate(&mut app, &acme).await;
-    activate(&mut app, &acme, &id, 0).await;
+    let app = spawn_app_with(backend, |s| s.argon2_m_kib = 4096).await;
+    let acme = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    // A background invalidation during the burst would let a second leader hash.
+    app.wait_until_changes_are_taken_in().await;
     let hashes = app.verifier.hasher().computations();
     let calls: Vec<_> = (0..32)
         .map(|_| {
@@ -131,62 +89,44 @@ async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend
 }
 
 async fn cached_verdicts_go_at_once_on_revoke_activate_and_delete(backend: Backend) {
-    let mut app = spawn_app(backend).await;
-    let acme = org(&mut app).await;
-    let (first_id, first) = generate(&mut app, &acme).await;
-    activate(&mut app, &acme, &first_id, 0).await;
-    assert!(verify(&mut app, &acme, &first).await.unwrap());
+    let app = spawn_app(backend).await;
+    let acme = app.create_org().await;
+    let (_, first) = app.generate_and_activate(&acme.id).await;
+    assert!(app.verifies(&acme.client_id, &first).await);
     // A rotation without grace: the cached first secret stops at once.
-    let (second_id, second) = generate(&mut app, &acme).await;
-    activate(&mut app, &acme, &second_id, 0).await;
-    assert!(!verify(&mut app, &acme, &first).await.unwrap());
-    assert!(verify(&mut app, &acme, &second).await.unwrap());
+    let (second_meta, second) = app.generate_and_activate(&acme.id).await;
+    assert!(!app.verifies(&acme.client_id, &first).await);
+    assert!(app.verifies(&acme.client_id, &second).await);
     // Revoke: gone at once.
-    app.secrets
-        .revoke_client_secret(RevokeClientSecretRequest {
-            org_id: acme.id.clone(),
-            secret_id: second_id,
-        })
-        .await
-        .unwrap();
-    assert!(!verify(&mut app, &acme, &second).await.unwrap());
+    app.revoke(&acme.id, &second_meta.id).await.unwrap();
+    assert!(!app.verifies(&acme.client_id, &second).await);
     // Delete the org: gone at once.
-    let (third_id, third) = generate(&mut app, &acme).await;
-    activate(&mut app, &acme, &third_id, 0).await;
-    assert!(verify(&mut app, &acme, &third).await.unwrap());
-    app.orgs
-        .delete_org(DeleteOrgRequest {
-            id: acme.id.clone(),
-        })
-        .await
-        .unwrap();
-    assert!(!verify(&mut app, &acme, &third).await.unwrap());
+    let (_, third) = app.generate_and_activate(&acme.id).await;
+    assert!(app.verifies(&acme.client_id, &third).await);
+    app.delete_org(&acme.id).await;
+    assert!(!app.verifies(&acme.client_id, &third).await);
 }
 
 async fn another_process_sees_an_activation_within_a_second(backend: Backend) {
-    let mut a = spawn_app(backend).await;
-    let mut b = spawn_replica(&a).await;
-    let acme = org(&mut a).await;
-    let (old_id, old) = generate(&mut a, &acme).await;
-    activate(&mut a, &acme, &old_id, 0).await;
+    let a = spawn_app(backend).await;
+    let b = spawn_replica(&a).await;
+    let acme = a.create_org().await;
+    let (_, old) = a.generate_and_activate(&acme.id).await;
     // B verifies, and so caches, the old secret.
-    assert!(verify(&mut b, &acme, &old).await.unwrap());
-    assert!(verify(&mut b, &acme, &old).await.unwrap());
+    assert!(b.verifies(&acme.client_id, &old).await);
+    assert!(b.verifies(&acme.client_id, &old).await);
     let mut old = old;
     for round in 0..3 {
-        let (new_id, new) = generate(&mut a, &acme).await;
-        activate(&mut a, &acme, &new_id, 0).await;
-        let activated = Instant::now();
-        while verify(&mut b, &acme, &old).await.unwrap() {
-            assert!(
-                activated.elapsed() < Duration::from_secs(1),
-                "round {round}: B still accepted the old secret after 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(verify(&mut b, &acme, &new).await.unwrap());
+        let (_, new) = a.generate_and_activate(&acme.id).await;
+        wait_until(
+            &format!("round {round}: B refuses the old secret within 1 s"),
+            Duration::from_secs(1),
+            async || !b.verifies(&acme.client_id, &old).await,
+        )
+        .await;
+        assert!(b.verifies(&acme.client_id, &new).await);
         assert!(
-            verify(&mut b, &acme, &new).await.unwrap(),
+            b.verifies(&acme.client_id, &new).await,
             "and B caches the new one"
         );
         // The next round retires this one.
@@ -195,7 +135,7 @@ async fn another_process_sees_an_activation_within_a_second(backend: Backend) {
 }
 
 async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
-    let mut app = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.argon2_m_kib = 16 * 1024;
         s.argon2_t = 2;
         s.argon2_workers = Some(1);
@@ -203,9 +143,8 @@ async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
         s.verify_throttle_rate = 0.0;
     })
     .await;
-    let acme = org(&mut app).await;
-    let (id, secret) = generate(&mut app, &acme).await;
-    activate(&mut app, &acme, &id, 0).await;
+    let acme = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&acme.id).await;
     let calls: Vec<_> = (0..16)
         .map(|_| {
             let mut client = app.secrets.clone();
@@ -233,26 +172,29 @@ async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
 }
 
 async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backend) {
-    let mut app = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.verify_throttle_rate = 0.01;
         s.verify_throttle_burst = 2;
     })
     .await;
-    let noisy = org(&mut app).await;
-    let quiet = org(&mut app).await;
-    let (id, secret) = generate(&mut app, &noisy).await;
-    activate(&mut app, &noisy, &id, 0).await;
+    let noisy = app.create_org().await;
+    let quiet = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&noisy.id).await;
+    // "Cached" below must stay cached: no background invalidation of the writes
+    // above may drop the verdict and turn its next verify cold (and throttled).
+    app.wait_until_changes_are_taken_in().await;
     assert!(
-        verify(&mut app, &noisy, &secret).await.unwrap(),
+        app.verify(&noisy.client_id, &secret).await.unwrap(),
         "cold, first token, now cached"
     );
     assert!(
-        !verify(&mut app, &noisy, &wrong_version_of(&secret))
+        !app.verify(&noisy.client_id, &wrong_version_of(&secret))
             .await
             .unwrap(),
         "cold, second token"
     );
-    let status = verify(&mut app, &noisy, &wrong_version_of(&secret))
+    let status = app
+        .verify(&noisy.client_id, &wrong_version_of(&secret))
         .await
         .unwrap_err();
     assert_eq!(
@@ -261,19 +203,62 @@ async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backen
         "the bucket is empty: retry later, not false"
     );
     assert!(
-        verify(&mut app, &noisy, &secret).await.unwrap(),
+        app.verify(&noisy.client_id, &secret).await.unwrap(),
         "the cached right secret still verifies"
     );
-    let (quiet_id, quiet_secret) = generate(&mut app, &quiet).await;
-    activate(&mut app, &quiet, &quiet_id, 0).await;
+    let (_, quiet_secret) = app.generate_and_activate(&quiet.id).await;
     assert!(
-        verify(&mut app, &quiet, &quiet_secret).await.unwrap(),
+        app.verify(&quiet.client_id, &quiet_secret).await.unwrap(),
         "other clients are untouched"
     );
     assert!(
-        !verify(&mut app, &quiet, &wrong_version_of(&quiet_secret))
+        !app.verify(&quiet.client_id, &wrong_version_of(&quiet_secret))
             .await
             .unwrap()
+    );
+}
+
+async fn a_throttled_client_is_refused_then_served_again_as_its_bucket_refills(backend: Backend) {
+    // One cold verification a burst, refilled at two a second.
+    let app = spawn_app_with(backend, |s| {
+        s.verify_throttle_rate = 2.0;
+        s.verify_throttle_burst = 1;
+    })
+    .await;
+    let acme = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    let emptied = Instant::now();
+    assert!(
+        !app.verify(&acme.client_id, &wrong_version_of(&secret))
+            .await
+            .unwrap(),
+        "the burst's one token: a cold verification and a false"
+    );
+    assert_code(
+        app.verify(&acme.client_id, &wrong_version_of(&secret))
+            .await,
+        Code::ResourceExhausted,
+    );
+    // Refused calls take no token, so polling does not delay the refill.
+    wait_until(
+        "the bucket refills and a cold verification is served again",
+        Duration::from_secs(3),
+        async || match app.verify(&acme.client_id, &secret).await {
+            Ok(valid) => {
+                assert!(valid, "the right secret, once served, verifies");
+                true
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                false
+            }
+        },
+    )
+    .await;
+    assert!(
+        emptied.elapsed() >= Duration::from_millis(500),
+        "a token comes back at the rate (2/s), not at once: served after {:?}",
+        emptied.elapsed()
     );
 }
 
@@ -290,8 +275,8 @@ impl XorShift {
 }
 
 async fn no_sequence_of_operations_makes_a_wrong_secret_valid(backend: Backend) {
-    let mut app = spawn_app_with(backend, |s| s.verify_throttle_rate = 0.0).await;
-    let acme = org(&mut app).await;
+    let app = spawn_app_with(backend, |s| s.verify_throttle_rate = 0.0).await;
+    let acme = app.create_org().await;
     // The model: each secret's state as credd should hold it.
     #[derive(Clone, Copy, PartialEq, Debug)]
     enum State {
@@ -306,14 +291,16 @@ async fn no_sequence_of_operations_makes_a_wrong_secret_valid(backend: Backend) 
         for step in 0..40 {
             match rng.below(5) {
                 0 => {
-                    let (id, plaintext) = generate(&mut app, &acme).await;
+                    let (id, plaintext) = generate(&app, &acme).await;
                     secrets.push((id, plaintext, State::Pending));
                 }
                 1 if !secrets.is_empty() => {
                     let i = rng.below(secrets.len());
                     if secrets[i].2 == State::Pending {
                         let grace = if rng.below(2) == 0 { 0 } else { 3600 };
-                        activate(&mut app, &acme, &secrets[i].0.clone(), grace).await;
+                        app.activate(&acme.id, Secret::SecretId(secrets[i].0.clone()), grace)
+                            .await
+                            .unwrap();
                         for s in secrets.iter_mut() {
                             s.2 = match s.2 {
                                 State::Active if grace > 0 => State::Retiring,
@@ -327,13 +314,7 @@ async fn no_sequence_of_operations_makes_a_wrong_secret_valid(backend: Backend) 
                 2 if !secrets.is_empty() => {
                     let i = rng.below(secrets.len());
                     if secrets[i].2 != State::Gone {
-                        app.secrets
-                            .revoke_client_secret(RevokeClientSecretRequest {
-                                org_id: acme.id.clone(),
-                                secret_id: secrets[i].0.clone(),
-                            })
-                            .await
-                            .unwrap();
+                        app.revoke(&acme.id, &secrets[i].0).await.unwrap();
                         secrets[i].2 = State::Gone;
                     }
                 }
@@ -342,12 +323,12 @@ async fn no_sequence_of_operations_makes_a_wrong_secret_valid(backend: Backend) 
             for (id, plaintext, state) in &secrets {
                 let expected = matches!(state, State::Active | State::Retiring);
                 assert_eq!(
-                    verify(&mut app, &acme, plaintext).await.unwrap(),
+                    app.verify(&acme.client_id, plaintext).await.unwrap(),
                     expected,
                     "step {step}: secret {id} in {state:?}"
                 );
                 assert!(
-                    !verify(&mut app, &acme, &wrong_version_of(plaintext))
+                    !app.verify(&acme.client_id, &wrong_version_of(plaintext))
                         .await
                         .unwrap(),
                     "step {step}: a wrong secret verified"
@@ -364,5 +345,6 @@ both_backends!(
     another_process_sees_an_activation_within_a_second,
     cold_verifications_past_the_queue_are_told_to_retry,
     the_throttle_isolates_clients_and_spares_cached_secrets,
+    a_throttled_client_is_refused_then_served_again_as_its_bucket_refills,
     no_sequence_of_operations_makes_a_wrong_secret_valid,
 );
