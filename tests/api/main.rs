@@ -14,6 +14,7 @@ mod grpcurl;
 mod operations;
 mod orgs;
 mod server;
+mod structure;
 mod tls;
 mod traces;
 mod verify_at_scale;

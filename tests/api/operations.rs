@@ -424,8 +424,19 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
         ServingStatus::Serving,
         "a database outage must not fail liveness"
     );
+    // A well-formed wrong secret of the same row: its checksum holds, so only the
+    // store could say it is wrong.
+    let credd::domain::secret::Presented::Generated { secret_id } =
+        credd::domain::secret::classify(&secret)
+    else {
+        panic!("a generated secret")
+    };
+    let well_formed_wrong =
+        secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate_for(&secret_id))
+            .to_owned();
     for candidate in [
         secret.as_str(),
+        well_formed_wrong.as_str(),
         "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw",
     ] {
         let status = verify(&mut app, &org, candidate)
