@@ -153,3 +153,46 @@ async fn a_notification_alone_reaches_another_replica_within_a_second() {
     assert!(!second.verifies(&org.client_id, &plaintext).await);
     eprintln!("notification reached the other replica in {took:?}");
 }
+
+/// SQLite only: another process holds the database's write lock past credd's busy
+/// timeout (a backup tool, a stuck migration). Writes answer UNAVAILABLE — retry
+/// later — not INTERNAL, nothing is half-written, and once the lock is gone writes
+/// succeed again; reads (verify) go on meanwhile, as WAL allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_database_answers_unavailable_for_writes_and_recovers() {
+    use sea_orm::sqlx::{self, Connection as _};
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let org = app.create_org().await;
+    let (_, plaintext) = app.generate_and_activate(&org.id).await;
+    let mut holder = sqlx::SqliteConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let status = app
+        .orgs
+        .clone()
+        .create_org(credd::pb::CreateOrgRequest {
+            name: "Blocked".into(),
+            main_website: "https://blocked.example".into(),
+            custom_domain: String::new(),
+        })
+        .await
+        .expect_err("no write while another process holds the lock");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        app.verifies(&org.client_id, &plaintext).await,
+        "reads go on under WAL"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    let names: Vec<String> = app.list_orgs().await.into_iter().map(|o| o.name).collect();
+    assert_eq!(names, ["Acme"], "the refused write left nothing behind");
+    app.create_org_with("After", "https://after.example", "")
+        .await;
+}
