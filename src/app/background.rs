@@ -15,6 +15,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    domain::ids::OrgId,
     metrics::{METRICS, PoolLabels},
     service::{VerifyService, callers::Authenticator, verify_cache::VerifyCache},
     store::{Store, changes::ChangeFeed},
@@ -246,7 +247,11 @@ async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>, mut stop: Sto
                         received = listener.try_recv() => received,
                     };
                     match received {
-                        Ok(Some(notification)) => cache.forget_org(notification.payload()),
+                        Ok(Some(notification)) => {
+                            // The payload is an org id a credd transaction wrote.
+                            let org_id = OrgId::from_stored(notification.payload().to_owned());
+                            cache.forget_org(&org_id);
+                        }
                         Ok(None) => {
                             tracing::warn!(
                                 "change notifications interrupted: forgetting every cached verification"

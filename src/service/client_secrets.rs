@@ -149,7 +149,7 @@ impl SecretService {
                     .details(serde_json::json!({ "grace_seconds": grace.num_seconds() })),
             )
             .await?;
-        self.cache.forget_org(org_id.as_str());
+        self.cache.forget_org(org_id);
         tracing::info!(%org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret activated");
         Ok(secret)
     }
@@ -227,7 +227,7 @@ impl SecretService {
                 NewEvent::new(actor, "secret.revoke", Some(org_id), secret_id),
             )
             .await?;
-        self.cache.forget_org(org_id.as_str());
+        self.cache.forget_org(org_id);
         tracing::info!(%org_id, %secret_id, "client secret revoked");
         Ok(secret)
     }

@@ -122,7 +122,7 @@ impl OrgService {
         super::record_org(id);
         let event = NewEvent::new(actor, "org.delete", Some(id), id);
         self.store.delete_org(id, self.clock.now(), event).await?;
-        self.cache.forget_org(id.as_str());
+        self.cache.forget_org(id);
         tracing::info!(org_id = %id, "org deleted");
         Ok(())
     }

@@ -21,7 +21,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{
-    domain::ids,
+    domain::ids::{self, OrgId},
     metrics::{CacheLabels, METRICS},
 };
 
@@ -205,10 +205,10 @@ impl VerifyCache {
     }
 
     /// Forgets every verdict of `org_id`.
-    pub fn forget_org(&self, org_id: &str) {
+    pub fn forget_org(&self, org_id: &OrgId) {
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);
-            entries.retain(|_, e| &*e.org_id != org_id);
+            entries.retain(|_, e| &*e.org_id != org_id.as_str());
         }
     }
 
@@ -299,7 +299,7 @@ mod tests {
         cache.insert(a, verdict("o1"), now, None, cache.generation());
         cache.insert(b, verdict("o2"), now, None, cache.generation());
         let seen = cache.generation();
-        cache.forget_org("o1");
+        cache.forget_org(&OrgId::from_stored("o1".into()));
         assert!(cache.get(&a, now).is_none());
         assert!(cache.get(&b, now).is_some());
         // A verdict computed before the invalidation is not cached after it.
