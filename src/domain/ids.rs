@@ -5,6 +5,41 @@ use std::fmt;
 
 use super::Violation;
 
+/// What every id type has: its text, read back from the store or given to the
+/// proto boundary, and Display / AsRef for logs and queries.
+macro_rules! text_id {
+    ($name:ident) => {
+        impl $name {
+            /// An id read back from the store, which only ever holds ids credd made.
+            pub fn from_stored(value: String) -> Self {
+                Self(value)
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned string (for the proto boundary).
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
 /// A server-assigned resource id: a UUIDv7 in its hyphenated lower-case form, so
 /// that ids sort by creation time and give keyset pagination a stable order.
 macro_rules! uuid_id {
@@ -36,33 +71,9 @@ macro_rules! uuid_id {
                 Self(uuid.hyphenated().to_string())
             }
 
-            /// An id read back from the store, which only ever holds ids credd made.
-            pub fn from_stored(value: String) -> Self {
-                Self(value)
-            }
-
-            /// The id as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-
-            /// The id as an owned string (for the proto boundary).
-            pub fn into_string(self) -> String {
-                self.0
-            }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
+        text_id!($name);
     };
 }
 
@@ -110,28 +121,9 @@ impl ClientId {
     pub fn parse(value: &str) -> Option<Self> {
         is_client_id(value).then(|| Self(value.to_owned()))
     }
-
-    /// A client ID read back from the store.
-    pub fn from_stored(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The client ID as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The client ID as an owned string (for the proto boundary).
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_id!(ClientId);
 
 /// A new request id, for requests that bring none (a UUIDv7, so that ids sort by time).
 pub fn new_request_id() -> String {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::metrics::METRICS;
+use crate::{domain::ids::ClientId, metrics::METRICS};
 
 /// The most clients tracked at once; past it, full (idle) buckets are dropped.
 const MAX_CLIENTS: usize = 100_000;
@@ -26,7 +26,7 @@ struct Bucket {
 pub struct Throttle {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<HashMap<ClientId, Bucket>>,
 }
 
 impl Throttle {
@@ -40,7 +40,7 @@ impl Throttle {
     }
 
     /// Takes a token for `client_id`; false when its bucket is empty.
-    pub fn allow(&self, client_id: &str) -> bool {
+    pub fn allow(&self, client_id: &ClientId) -> bool {
         if self.rate <= 0.0 {
             return true;
         }
@@ -54,7 +54,7 @@ impl Throttle {
                 b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets.entry(client_id.to_owned()).or_insert(Bucket {
+        let bucket = buckets.entry(client_id.clone()).or_insert(Bucket {
             tokens: self.burst,
             refilled: now,
             logged: None,
@@ -74,7 +74,7 @@ impl Throttle {
         {
             bucket.logged = Some(now);
             tracing::warn!(
-                client_id,
+                %client_id,
                 rate = self.rate,
                 burst = self.burst,
                 "cold verifications throttled for this client"
@@ -88,25 +88,29 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    fn id(name: &str) -> ClientId {
+        ClientId::from_stored(name.into())
+    }
+
     #[test]
     fn a_client_gets_its_burst_then_waits_and_others_are_untouched() {
         let throttle = Throttle::new(0.001, 3);
-        assert!((0..3).all(|_| throttle.allow("a")));
-        assert!(!throttle.allow("a"));
-        assert!(throttle.allow("b"));
+        assert!((0..3).all(|_| throttle.allow(&id("a"))));
+        assert!(!throttle.allow(&id("a")));
+        assert!(throttle.allow(&id("b")));
     }
 
     #[test]
     fn a_zero_rate_never_throttles() {
         let throttle = Throttle::new(0.0, 1);
-        assert!((0..100).all(|_| throttle.allow("a")));
+        assert!((0..100).all(|_| throttle.allow(&id("a"))));
     }
 
     #[test]
     fn tokens_come_back_at_the_rate() {
         let throttle = Throttle::new(1000.0, 1);
-        assert!(throttle.allow("a"));
+        assert!(throttle.allow(&id("a")));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(throttle.allow("a"));
+        assert!(throttle.allow(&id("a")));
     }
 }

@@ -214,10 +214,10 @@ impl VerifyService {
             return Ok(verdict);
         };
         let now = self.clock.now();
-        let key = self.cache.enabled().then(|| {
-            self.cache
-                .key(client_id.as_str(), client_secret.expose_secret())
-        });
+        let key = self
+            .cache
+            .enabled()
+            .then(|| self.cache.key(client_id, client_secret.expose_secret()));
         // Held until the verdict is cached: identical concurrent verifications wait.
         let mut _leader = None;
         if let Some(key) = &key {
@@ -286,7 +286,7 @@ impl VerifyService {
             }
         };
         // Everything past here costs argon2 work: the client's bucket pays for it.
-        if !self.throttle.allow(client_id.as_str()) {
+        if !self.throttle.allow(client_id) {
             return Err(Error::Overloaded(
                 "too many uncached verifications for this client; retry shortly",
             ));

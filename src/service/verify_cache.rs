@@ -21,7 +21,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{
-    domain::ids::{self, OrgId},
+    domain::ids::{self, ClientId, OrgId},
     metrics::{CacheLabels, METRICS},
 };
 
@@ -84,10 +84,10 @@ impl VerifyCache {
     }
 
     /// The cache key of a client ID and secret: HMAC-SHA-256 under this process's key.
-    pub fn key(&self, client_id: &str, secret: &str) -> Key {
+    pub fn key(&self, client_id: &ClientId, secret: &str) -> Key {
         let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!());
-        mac.update(client_id.as_bytes());
+        mac.update(client_id.as_str().as_bytes());
         mac.update(&[0]);
         mac.update(secret.as_bytes());
         mac.finalize().into_bytes().into()
@@ -253,6 +253,10 @@ impl Drop for Leader {
 mod tests {
     use super::*;
 
+    fn id(name: &str) -> ClientId {
+        ClientId::from_stored(name.into())
+    }
+
     fn verdict(org: &str) -> CachedVerdict {
         CachedVerdict {
             org_id: org.into(),
@@ -263,12 +267,12 @@ mod tests {
     #[test]
     fn keys_depend_on_both_parts_and_the_process_key() {
         let cache = VerifyCache::new(Duration::minutes(5), 10);
-        assert_eq!(cache.key("c", "s"), cache.key("c", "s"));
-        assert_ne!(cache.key("c", "s"), cache.key("c", "t"));
-        assert_ne!(cache.key("cs", ""), cache.key("c", "s"));
+        assert_eq!(cache.key(&id("c"), "s"), cache.key(&id("c"), "s"));
+        assert_ne!(cache.key(&id("c"), "s"), cache.key(&id("c"), "t"));
+        assert_ne!(cache.key(&id("cs"), ""), cache.key(&id("c"), "s"));
         assert_ne!(
-            VerifyCache::new(Duration::minutes(5), 10).key("c", "s"),
-            cache.key("c", "s")
+            VerifyCache::new(Duration::minutes(5), 10).key(&id("c"), "s"),
+            cache.key(&id("c"), "s")
         );
     }
 
@@ -276,7 +280,7 @@ mod tests {
     fn entries_expire_at_the_ttl_or_the_grace_end() {
         let cache = VerifyCache::new(Duration::minutes(5), 10);
         let now = Utc::now();
-        let (a, b) = (cache.key("c", "a"), cache.key("c", "b"));
+        let (a, b) = (cache.key(&id("c"), "a"), cache.key(&id("c"), "b"));
         cache.insert(a, verdict("o"), now, None, cache.generation());
         cache.insert(
             b,
@@ -295,7 +299,7 @@ mod tests {
     fn forgetting_an_org_and_racing_inserts() {
         let cache = VerifyCache::new(Duration::minutes(5), 10);
         let now = Utc::now();
-        let (a, b) = (cache.key("c", "a"), cache.key("d", "b"));
+        let (a, b) = (cache.key(&id("c"), "a"), cache.key(&id("d"), "b"));
         cache.insert(a, verdict("o1"), now, None, cache.generation());
         cache.insert(b, verdict("o2"), now, None, cache.generation());
         let seen = cache.generation();
@@ -313,7 +317,7 @@ mod tests {
         let now = Utc::now();
         for i in 0..10 {
             cache.insert(
-                cache.key("c", &i.to_string()),
+                cache.key(&id("c"), &i.to_string()),
                 verdict("o"),
                 now,
                 None,
@@ -322,7 +326,13 @@ mod tests {
             assert!(cache.len() <= 3);
         }
         let off = VerifyCache::new(Duration::zero(), 3);
-        off.insert(off.key("c", "s"), verdict("o"), now, None, off.generation());
+        off.insert(
+            off.key(&id("c"), "s"),
+            verdict("o"),
+            now,
+            None,
+            off.generation(),
+        );
         assert!(off.is_empty());
     }
 }
