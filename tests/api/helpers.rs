@@ -251,16 +251,15 @@ pub async fn spawn_app_with_url(backend: Backend, map_url: impl FnOnce(&str) -> 
 
 /// A second server on `first`'s database (another replica or process).
 pub async fn spawn_replica(first: &TestApp) -> TestApp {
-    let url = first.database_url.clone();
-    let mut replica = spawn(
+    // The replica shares the database; only the first drops it.
+    spawn_on(
         first.backend.clone(),
-        |settings| settings.database_url = url.as_str().into(),
+        TestDb::Shared,
+        first.database_url.clone(),
+        |_| {},
         Arc::new(SystemClock),
     )
-    .await;
-    // The replica shares the database; only the first drops it.
-    replica._db = TestDb::Shared;
-    replica
+    .await
 }
 
 /// [`spawn_app`] on a clock the test moves.
@@ -273,8 +272,19 @@ async fn spawn(
     adjust: impl FnOnce(&mut Settings),
     clock: Arc<dyn Clock>,
 ) -> TestApp {
-    init_test_logs();
     let (db, database_url) = TestDb::create(&backend).await;
+    spawn_on(backend, db, database_url, adjust, clock).await
+}
+
+/// Starts the server over `db`, reached at `database_url`.
+async fn spawn_on(
+    backend: Backend,
+    db: TestDb,
+    database_url: String,
+    adjust: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
+    init_test_logs();
     let mut settings = test_settings(&database_url);
     adjust(&mut settings);
     let app = App::build_with_clock(settings, clock)
