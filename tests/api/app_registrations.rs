@@ -2,9 +2,9 @@
 
 use credd::pb::{
     AppRegistration, CheckRedirectUriRequest, CheckRedirectUriResponse,
-    CreateAppRegistrationRequest, CreateOrgRequest, DeleteAppRegistrationRequest, DeleteOrgRequest,
-    GetAppRegistrationRequest, ListAppRegistrationsRequest, Org, Platform,
-    RenderAssociationFilesRequest, UpdateAppRegistrationRequest,
+    CreateAppRegistrationRequest, DeleteAppRegistrationRequest, GetAppRegistrationRequest,
+    ListAppRegistrationsRequest, Org, Platform, RenderAssociationFilesRequest,
+    UpdateAppRegistrationRequest,
 };
 use prost_types::FieldMask;
 use tonic::Code;
@@ -17,16 +17,10 @@ fn fingerprint(byte: &str) -> String {
     vec![byte; 32].join(":")
 }
 
-async fn org(app: &mut TestApp) -> Org {
-    app.orgs
-        .create_org(CreateOrgRequest {
-            name: "Example".into(),
-            main_website: "https://example.com".into(),
-            custom_domain: String::new(),
-        })
+/// An org on https://example.com: the app-link rules below depend on its host.
+async fn org(app: &TestApp) -> Org {
+    app.create_org_with("Example", "https://example.com", "")
         .await
-        .unwrap()
-        .into_inner()
 }
 
 fn ios(org: &Org, bundle_id: &str, app_link: &str) -> CreateAppRegistrationRequest {
@@ -86,7 +80,7 @@ async fn check(app: &mut TestApp, client_id: &str, redirect_uri: &str) -> CheckR
 
 async fn native_apps_need_an_https_link_off_the_main_website_host(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     // The documents' pair: website https://example.com.
     let registered = create(
         &mut app,
@@ -229,7 +223,7 @@ async fn native_apps_need_an_https_link_off_the_main_website_host(backend: Backe
 
 async fn web_apps_register_one_https_or_loopback_callback(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     let registered = create(&mut app, web(&org, "https://app.example.com/callback"))
         .await
         .unwrap();
@@ -279,7 +273,7 @@ async fn web_apps_register_one_https_or_loopback_callback(backend: Backend) {
 
 async fn duplicates_within_an_org_already_exist(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     create(
         &mut app,
         ios(&org, "com.example.app", "https://app.example.net/a"),
@@ -317,7 +311,7 @@ async fn duplicates_within_an_org_already_exist(backend: Backend) {
         Code::AlreadyExists,
     );
     // Another org may register the same.
-    let other = self::org(&mut app).await;
+    let other = self::org(&app).await;
     create(
         &mut app,
         ios(&other, "com.example.app", "https://app.example.net/a"),
@@ -328,7 +322,7 @@ async fn duplicates_within_an_org_already_exist(backend: Backend) {
 
 async fn the_gateway_redirect_check_is_exact(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     let site = create(
         &mut app,
         web(&org, "https://app.example.com/cb?tenant=a&x=1"),
@@ -415,7 +409,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
         .await
         .allowed
     );
-    let other = self::org(&mut app).await;
+    let other = self::org(&app).await;
     assert!(
         !check(&mut app, &other.client_id, "https://links.example.net/auth")
             .await
@@ -424,10 +418,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
     );
 
     // Deleting the org removes its registrations; its client is refused.
-    app.orgs
-        .delete_org(DeleteOrgRequest { id: org.id.clone() })
-        .await
-        .unwrap();
+    app.delete_org(&org.id).await;
     assert!(
         !check(&mut app, &org.client_id, "https://links.example.net/auth")
             .await
@@ -443,7 +434,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
 
 async fn registrations_are_read_listed_updated_and_deleted(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
@@ -616,7 +607,7 @@ async fn registrations_are_read_listed_updated_and_deleted(backend: Backend) {
 
 async fn association_files_are_rendered_for_each_link_host(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     create(
         &mut app,
         ios(&org, "com.example.app", "https://links.example.net/auth"),

@@ -37,11 +37,7 @@ async fn every_credd_rpc_needs_a_valid_bearer_token(backend: Backend) {
         );
         assert_code(
             OrgsClient::new(channel.clone())
-                .create_org(CreateOrgRequest {
-                    name: "Acme".into(),
-                    main_website: "https://acme.example".into(),
-                    custom_domain: String::new(),
-                })
+                .create_org(CreateOrgRequest::default())
                 .await,
             Code::Unauthenticated,
         );
