@@ -9,7 +9,7 @@ use credd::pb::{
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, assert_code, assert_invalid, spawn_app};
+use crate::helpers::{Backend, TestApp, assert_code, assert_invalid, collect_pages, spawn_app};
 
 const TEAM: &str = "ABCDE12345";
 
@@ -138,58 +138,45 @@ async fn native_apps_need_an_https_link_off_the_main_website_host(backend: Backe
             "app_link",
         );
     }
-    assert_invalid(
-        create(&mut app, ios(&org, "app", "https://a.example.net/cb")).await,
-        "bundle_id",
-    );
-    assert_invalid(
-        create(&mut app, ios(&org, "com..app", "https://a.example.net/cb")).await,
-        "bundle_id",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+    let valid = ios(&org, "com.x.y", "https://a.example.net/cb");
+    let cases = [
+        (ios(&org, "app", "https://a.example.net/cb"), "bundle_id"),
+        (
+            ios(&org, "com..app", "https://a.example.net/cb"),
+            "bundle_id",
+        ),
+        (
             CreateAppRegistrationRequest {
                 apple_team_id: "abc".into(),
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid.clone()
             },
-        )
-        .await,
-        "apple_team_id",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+            "apple_team_id",
+        ),
+        (
             CreateAppRegistrationRequest {
                 callback_url: "https://a.example.net".into(),
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid.clone()
             },
-        )
-        .await,
-        "callback_url",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+            "callback_url",
+        ),
+        (
             CreateAppRegistrationRequest {
                 name: String::new(),
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid.clone()
             },
-        )
-        .await,
-        "name",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+            "name",
+        ),
+        (
             CreateAppRegistrationRequest {
                 platform: 0,
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid
             },
-        )
-        .await,
-        "platform",
-    );
+            "platform",
+        ),
+    ];
+    for (request, field) in cases {
+        assert_invalid(create(&mut app, request).await, field);
+    }
 
     let droid = create(
         &mut app,
@@ -274,42 +261,27 @@ async fn web_apps_register_one_https_or_loopback_callback(backend: Backend) {
 async fn duplicates_within_an_org_already_exist(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let org = org(&app).await;
-    create(
-        &mut app,
-        ios(&org, "com.example.app", "https://app.example.net/a"),
-    )
-    .await
-    .unwrap();
-    assert_code(
-        create(
-            &mut app,
+    // Each first registration goes through; the same app again, under another
+    // link, is refused.
+    let pairs = [
+        (
+            ios(&org, "com.example.app", "https://app.example.net/a"),
             ios(&org, "com.example.app", "https://app.example.net/b"),
-        )
-        .await,
-        Code::AlreadyExists,
-    );
-    // The same identifier on another platform is another app.
-    create(
-        &mut app,
-        android(&org, "com.example.app", "https://app.example.net/a"),
-    )
-    .await
-    .unwrap();
-    assert_code(
-        create(
-            &mut app,
+        ),
+        // The same identifier on another platform is another app.
+        (
+            android(&org, "com.example.app", "https://app.example.net/a"),
             android(&org, "com.example.app", "https://app.example.net/c"),
-        )
-        .await,
-        Code::AlreadyExists,
-    );
-    create(&mut app, web(&org, "https://app.example.com/cb"))
-        .await
-        .unwrap();
-    assert_code(
-        create(&mut app, web(&org, "https://app.example.com/cb")).await,
-        Code::AlreadyExists,
-    );
+        ),
+        (
+            web(&org, "https://app.example.com/cb"),
+            web(&org, "https://app.example.com/cb"),
+        ),
+    ];
+    for (first, again) in pairs {
+        create(&mut app, first).await.unwrap();
+        assert_code(create(&mut app, again).await, Code::AlreadyExists);
+    }
     // Another org may register the same.
     let other = self::org(&app).await;
     create(
@@ -447,26 +419,24 @@ async fn registrations_are_read_listed_updated_and_deleted(backend: Backend) {
             .id,
         );
     }
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
+    let (seen, pages) = collect_pages(async |page_token| {
         let page = app
             .apps
+            .clone()
             .list_app_registrations(ListAppRegistrationsRequest {
                 org_id: org.id.clone(),
                 page_size: 3,
-                page_token: token,
+                page_token,
             })
             .await
             .unwrap()
             .into_inner();
-        seen.extend(page.app_registrations.into_iter().map(|a| a.id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        let ids = page.app_registrations.into_iter().map(|a| a.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await;
     assert_eq!(seen, ids);
+    assert_eq!(pages, 3);
     assert_invalid(
         app.apps
             .list_app_registrations(ListAppRegistrationsRequest {

@@ -77,7 +77,7 @@ fn allows(scope: Scope, rpc: &str) -> bool {
 
 /// Every RPC of every credd service ("credd.v1.Service/Method"), read from the
 /// descriptors credd serves.
-fn every_rpc() -> Vec<String> {
+pub fn every_rpc() -> Vec<String> {
     let set = prost_types::FileDescriptorSet::decode(credd::pb::FILE_DESCRIPTOR_SET).unwrap();
     let mut rpcs = Vec::new();
     for file in set.file.iter().filter(|f| f.package() == "credd.v1") {
@@ -92,7 +92,7 @@ fn every_rpc() -> Vec<String> {
 
 /// Calls `rpc` ("service/method") with an empty message as `token` and answers the
 /// code.
-async fn call(app: &TestApp, rpc: &str, token: Option<&str>) -> Code {
+pub async fn call(app: &TestApp, rpc: &str, token: Option<&str>) -> Code {
     let mut grpc = tonic::client::Grpc::new(app.channel_with(token));
     grpc.ready().await.unwrap();
     let path = PathAndQuery::try_from(format!("/{rpc}")).unwrap();

@@ -548,9 +548,13 @@ impl Clients {
             .secrets
     }
 
-    /// The verdict on `secret` for `client_id`, or the status that refused to give
-    /// one. A verdict names the org and secret exactly when it is valid.
-    pub async fn verify(&self, client_id: &str, secret: &str) -> Result<bool, Status> {
+    /// VerifyClientSecret's answer, checked: a verdict names the org and secret
+    /// exactly when it is valid.
+    async fn verdict(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<VerifyClientSecretResponse, Status> {
         let answer = self
             .secrets
             .clone()
@@ -560,24 +564,62 @@ impl Clients {
             })
             .await?
             .into_inner();
-        check_verdict(&answer);
-        Ok(answer.valid)
+        if answer.valid {
+            assert!(
+                !answer.org_id.is_empty() && !answer.secret_id.is_empty(),
+                "a valid verdict names its org and secret: {answer:?}"
+            );
+        } else {
+            assert!(
+                answer.org_id.is_empty() && answer.secret_id.is_empty(),
+                "a refusal carries no ids: {answer:?}"
+            );
+        }
+        Ok(answer)
+    }
+
+    /// The verdict on `secret` for `client_id`, or the status that refused to give
+    /// one.
+    pub async fn verify(&self, client_id: &str, secret: &str) -> Result<bool, Status> {
+        Ok(self.verdict(client_id, secret).await?.valid)
+    }
+
+    /// Verifies until the server stops refusing with `meanwhile` (UNAVAILABLE
+    /// while a store comes back, RESOURCE_EXHAUSTED while a bucket refills) and
+    /// answers the verdict; any other status, or `deadline` passing, fails.
+    pub async fn verdict_once_past(
+        &self,
+        meanwhile: Code,
+        deadline: Duration,
+        client_id: &str,
+        secret: &str,
+    ) -> bool {
+        let mut verdict = None;
+        wait_until(
+            &format!("a verdict instead of {meanwhile:?}"),
+            deadline,
+            async || match self.verify(client_id, secret).await {
+                Ok(valid) => {
+                    verdict = Some(valid);
+                    true
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), meanwhile, "{status:?}");
+                    false
+                }
+            },
+        )
+        .await;
+        verdict.unwrap()
     }
 
     /// Whether `secret` verifies for `client_id` (a verdict is expected); a valid
     /// verdict must name the org that owns `client_id` (looked up with GetOrg).
     pub async fn verifies(&self, client_id: &str, secret: &str) -> bool {
         let answer = self
-            .secrets
-            .clone()
-            .verify_client_secret(VerifyClientSecretRequest {
-                client_id: client_id.into(),
-                client_secret: secret.into(),
-            })
+            .verdict(client_id, secret)
             .await
-            .expect("verify answers with a verdict")
-            .into_inner();
-        check_verdict(&answer);
+            .expect("verify answers with a verdict");
         if answer.valid {
             let owner = self
                 .orgs
@@ -597,19 +639,21 @@ impl Clients {
     }
 }
 
-/// A verdict names the org and secret exactly when it is valid.
-#[track_caller]
-fn check_verdict(answer: &VerifyClientSecretResponse) {
-    if answer.valid {
-        assert!(
-            !answer.org_id.is_empty() && !answer.secret_id.is_empty(),
-            "a valid verdict names its org and secret: {answer:?}"
-        );
-    } else {
-        assert!(
-            answer.org_id.is_empty() && answer.secret_id.is_empty(),
-            "a refusal carries no ids: {answer:?}"
-        );
+/// Follows page tokens from the first page to the last: `page` fetches the page
+/// of a token and answers its items and the next token (empty on the last page).
+/// Answers every item in order and how many pages there were.
+pub async fn collect_pages<T>(
+    mut page: impl AsyncFnMut(String) -> (Vec<T>, String),
+) -> (Vec<T>, usize) {
+    let (mut all, mut pages, mut token) = (Vec::new(), 0, String::new());
+    loop {
+        let (items, next) = page(token).await;
+        all.extend(items);
+        pages += 1;
+        if next.is_empty() {
+            return (all, pages);
+        }
+        token = next;
     }
 }
 

@@ -414,21 +414,16 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
 
     proxy.restore();
     wait_for_health(&app, ServingStatus::Serving, Duration::from_secs(15)).await;
-    wait_until(
-        "verify recovers",
-        Duration::from_secs(15),
-        async || match app.verify(&org.client_id, &secret).await {
-            Ok(valid) => {
-                assert!(valid, "the right secret verifies again");
-                true
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                false
-            }
-        },
-    )
-    .await;
+    assert!(
+        app.verdict_once_past(
+            Code::Unavailable,
+            Duration::from_secs(15),
+            &org.client_id,
+            &secret
+        )
+        .await,
+        "the right secret verifies again"
+    );
     assert!(
         !app.verify(
             &org.client_id,

@@ -10,7 +10,8 @@ use prost_types::FieldMask;
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, TestApp, assert_code, assert_invalid, assert_unique_violation, spawn_app,
+    Backend, TestApp, assert_code, assert_invalid, assert_unique_violation, collect_pages,
+    spawn_app,
 };
 
 fn new_org(name: &str, custom_domain: &str) -> CreateOrgRequest {
@@ -39,6 +40,15 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
         paths: paths.iter().map(|p| p.to_string()).collect(),
     })
+}
+
+/// An UpdateOrg request for `patch` (which names the org by id) under a mask of
+/// `paths`.
+fn update(patch: Org, paths: &[&str]) -> UpdateOrgRequest {
+    UpdateOrgRequest {
+        org: Some(patch),
+        update_mask: mask(paths),
+    }
 }
 
 async fn creating_an_org_returns_it_with_a_fresh_client_id(backend: Backend) {
@@ -124,70 +134,24 @@ async fn unknown_orgs_are_not_found(backend: Backend) {
 
 async fn every_validation_rule_names_its_field(backend: Backend) {
     let mut app = spawn_app(backend).await;
+    let named = |name: &str| CreateOrgRequest {
+        name: name.into(),
+        ..new_org("x", "")
+    };
+    let website = |main_website: &str| CreateOrgRequest {
+        main_website: main_website.into(),
+        ..new_org("Acme", "")
+    };
     let cases: Vec<(CreateOrgRequest, &str)> = vec![
-        (
-            CreateOrgRequest {
-                name: "".into(),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                name: "   ".into(),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                name: "x".repeat(201),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                name: "bad\nname".into(),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "acme.example".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "http://acme.example".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "https://u:p@acme.example".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "https://10.0.0.1".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
+        (named(""), "name"),
+        (named("   "), "name"),
+        (named(&"x".repeat(201)), "name"),
+        (named("bad\nname"), "name"),
+        (website(""), "main_website"),
+        (website("acme.example"), "main_website"),
+        (website("http://acme.example"), "main_website"),
+        (website("https://u:p@acme.example"), "main_website"),
+        (website("https://10.0.0.1"), "main_website"),
         (new_org("Acme", "not a domain"), "custom_domain"),
         (new_org("Acme", "localhost"), "custom_domain"),
         (new_org("Acme", "192.168.0.1"), "custom_domain"),
@@ -216,14 +180,14 @@ async fn a_custom_domain_belongs_to_one_org(backend: Backend) {
         Code::AlreadyExists,
     );
     let second = create(&app, "Second", "").await;
-    let claim = UpdateOrgRequest {
-        org: Some(Org {
+    let claim = update(
+        Org {
             id: second.id.clone(),
             custom_domain: "login.acme.example".into(),
             ..Default::default()
-        }),
-        update_mask: mask(&["custom_domain"]),
-    };
+        },
+        &["custom_domain"],
+    );
     assert_code(
         app.orgs.update_org(claim.clone()).await,
         Code::AlreadyExists,
@@ -244,27 +208,22 @@ async fn listing_pages_through_every_org_exactly_once(backend: Backend) {
     for i in 0..23 {
         created.push(create(&app, &format!("Org {i}"), "").await.id);
     }
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    let mut pages = 0;
-    loop {
+    let (seen, pages) = collect_pages(async |page_token| {
         let page = app
             .orgs
+            .clone()
             .list_orgs(ListOrgsRequest {
                 page_size: 5,
-                page_token: token.clone(),
+                page_token,
             })
             .await
             .unwrap()
             .into_inner();
-        pages += 1;
         assert!(page.orgs.len() <= 5);
-        seen.extend(page.orgs.into_iter().map(|org| org.id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        let ids = page.orgs.into_iter().map(|org| org.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await;
     assert_eq!(pages, 5);
     assert_eq!(seen, created, "every org once, in creation order");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 23);
@@ -314,15 +273,15 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
     let org = create(&app, "Acme", "login.acme.example").await;
     let renamed = app
         .orgs
-        .update_org(UpdateOrgRequest {
-            org: Some(Org {
+        .update_org(update(
+            Org {
                 id: org.id.clone(),
                 name: "Acme Corp".into(),
                 main_website: "https://ignored.example".into(),
                 ..Default::default()
-            }),
-            update_mask: mask(&["name"]),
-        })
+            },
+            &["name"],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -333,14 +292,14 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
 
     let moved = app
         .orgs
-        .update_org(UpdateOrgRequest {
-            org: Some(Org {
+        .update_org(update(
+            Org {
                 id: org.id.clone(),
                 main_website: "https://corp.example".into(),
                 ..Default::default()
-            }),
-            update_mask: mask(&["main_website", "custom_domain"]),
-        })
+            },
+            &["main_website", "custom_domain"],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -355,14 +314,14 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
         moved
     );
 
-    let bad = UpdateOrgRequest {
-        org: Some(Org {
+    let bad = update(
+        Org {
             id: org.id.clone(),
             main_website: "http://corp.example".into(),
             ..Default::default()
-        }),
-        update_mask: mask(&["main_website"]),
-    };
+        },
+        &["main_website"],
+    );
     assert_invalid(app.orgs.update_org(bad).await, "org.main_website");
     assert_invalid(
         app.orgs
@@ -378,24 +337,24 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
     );
     assert_invalid(
         app.orgs
-            .update_org(UpdateOrgRequest {
-                org: Some(Org {
+            .update_org(update(
+                Org {
                     id: org.id.clone(),
                     ..Default::default()
-                }),
-                update_mask: mask(&["colour"]),
-            })
+                },
+                &["colour"],
+            ))
             .await,
         "update_mask",
     );
-    let missing = UpdateOrgRequest {
-        org: Some(Org {
+    let missing = update(
+        Org {
             id: uuid::Uuid::now_v7().to_string(),
             name: "X".into(),
             ..Default::default()
-        }),
-        update_mask: mask(&["name"]),
-    };
+        },
+        &["name"],
+    );
     assert_code(app.orgs.update_org(missing).await, Code::NotFound);
 }
 
@@ -403,15 +362,15 @@ async fn id_and_client_id_can_never_change(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let org = create(&app, "Acme", "").await;
     for field in ["client_id", "id"] {
-        let attempt = UpdateOrgRequest {
-            org: Some(Org {
+        let attempt = update(
+            Org {
                 id: org.id.clone(),
                 client_id: "f".repeat(32),
                 name: "Renamed".into(),
                 ..Default::default()
-            }),
-            update_mask: mask(&["name", field]),
-        };
+            },
+            &["name", field],
+        );
         assert_invalid(app.orgs.update_org(attempt).await, "update_mask");
     }
     assert_eq!(

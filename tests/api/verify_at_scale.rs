@@ -287,21 +287,16 @@ async fn a_throttled_client_is_refused_then_served_again_as_its_bucket_refills(b
         Code::ResourceExhausted,
     );
     // Refused calls take no token, so polling does not delay the refill.
-    wait_until(
-        "the bucket refills and a cold verification is served again",
-        Duration::from_secs(3),
-        async || match app.verify(&acme.client_id, &secret).await {
-            Ok(valid) => {
-                assert!(valid, "the right secret, once served, verifies");
-                true
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                false
-            }
-        },
-    )
-    .await;
+    assert!(
+        app.verdict_once_past(
+            Code::ResourceExhausted,
+            Duration::from_secs(3),
+            &acme.client_id,
+            &secret
+        )
+        .await,
+        "once the bucket refills, the right secret is served and verifies"
+    );
     assert!(
         emptied.elapsed() >= Duration::from_millis(500),
         "a token comes back at the rate (2/s), not at once: served after {:?}",
