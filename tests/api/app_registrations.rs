@@ -2,14 +2,14 @@
 
 use credd::pb::{
     AppRegistration, CheckRedirectUriRequest, CheckRedirectUriResponse,
-    CreateAppRegistrationRequest, CreateOrgRequest, DeleteAppRegistrationRequest, DeleteOrgRequest,
-    GetAppRegistrationRequest, ListAppRegistrationsRequest, Org, Platform,
-    RenderAssociationFilesRequest, UpdateAppRegistrationRequest,
+    CreateAppRegistrationRequest, DeleteAppRegistrationRequest, GetAppRegistrationRequest,
+    ListAppRegistrationsRequest, Org, Platform, RenderAssociationFilesRequest,
+    UpdateAppRegistrationRequest,
 };
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, assert_code, assert_invalid, spawn_app};
+use crate::helpers::{Backend, TestApp, assert_code, assert_invalid, collect_pages, spawn_app};
 
 const TEAM: &str = "ABCDE12345";
 
@@ -17,16 +17,10 @@ fn fingerprint(byte: &str) -> String {
     vec![byte; 32].join(":")
 }
 
-async fn org(app: &mut TestApp) -> Org {
-    app.orgs
-        .create_org(CreateOrgRequest {
-            name: "Example".into(),
-            main_website: "https://example.com".into(),
-            custom_domain: String::new(),
-        })
+/// An org on https://example.com: the app-link rules below depend on its host.
+async fn org(app: &TestApp) -> Org {
+    app.create_org_with("Example", "https://example.com", "")
         .await
-        .unwrap()
-        .into_inner()
 }
 
 fn ios(org: &Org, bundle_id: &str, app_link: &str) -> CreateAppRegistrationRequest {
@@ -86,7 +80,7 @@ async fn check(app: &mut TestApp, client_id: &str, redirect_uri: &str) -> CheckR
 
 async fn native_apps_need_an_https_link_off_the_main_website_host(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     // The documents' pair: website https://example.com.
     let registered = create(
         &mut app,
@@ -144,58 +138,45 @@ async fn native_apps_need_an_https_link_off_the_main_website_host(backend: Backe
             "app_link",
         );
     }
-    assert_invalid(
-        create(&mut app, ios(&org, "app", "https://a.example.net/cb")).await,
-        "bundle_id",
-    );
-    assert_invalid(
-        create(&mut app, ios(&org, "com..app", "https://a.example.net/cb")).await,
-        "bundle_id",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+    let valid = ios(&org, "com.x.y", "https://a.example.net/cb");
+    let cases = [
+        (ios(&org, "app", "https://a.example.net/cb"), "bundle_id"),
+        (
+            ios(&org, "com..app", "https://a.example.net/cb"),
+            "bundle_id",
+        ),
+        (
             CreateAppRegistrationRequest {
                 apple_team_id: "abc".into(),
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid.clone()
             },
-        )
-        .await,
-        "apple_team_id",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+            "apple_team_id",
+        ),
+        (
             CreateAppRegistrationRequest {
                 callback_url: "https://a.example.net".into(),
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid.clone()
             },
-        )
-        .await,
-        "callback_url",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+            "callback_url",
+        ),
+        (
             CreateAppRegistrationRequest {
                 name: String::new(),
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid.clone()
             },
-        )
-        .await,
-        "name",
-    );
-    assert_invalid(
-        create(
-            &mut app,
+            "name",
+        ),
+        (
             CreateAppRegistrationRequest {
                 platform: 0,
-                ..ios(&org, "com.x.y", "https://a.example.net/cb")
+                ..valid
             },
-        )
-        .await,
-        "platform",
-    );
+            "platform",
+        ),
+    ];
+    for (request, field) in cases {
+        assert_invalid(create(&mut app, request).await, field);
+    }
 
     let droid = create(
         &mut app,
@@ -229,7 +210,7 @@ async fn native_apps_need_an_https_link_off_the_main_website_host(backend: Backe
 
 async fn web_apps_register_one_https_or_loopback_callback(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     let registered = create(&mut app, web(&org, "https://app.example.com/callback"))
         .await
         .unwrap();
@@ -279,45 +260,30 @@ async fn web_apps_register_one_https_or_loopback_callback(backend: Backend) {
 
 async fn duplicates_within_an_org_already_exist(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
-    create(
-        &mut app,
-        ios(&org, "com.example.app", "https://app.example.net/a"),
-    )
-    .await
-    .unwrap();
-    assert_code(
-        create(
-            &mut app,
+    let org = org(&app).await;
+    // Each first registration goes through; the same app again, under another
+    // link, is refused.
+    let pairs = [
+        (
+            ios(&org, "com.example.app", "https://app.example.net/a"),
             ios(&org, "com.example.app", "https://app.example.net/b"),
-        )
-        .await,
-        Code::AlreadyExists,
-    );
-    // The same identifier on another platform is another app.
-    create(
-        &mut app,
-        android(&org, "com.example.app", "https://app.example.net/a"),
-    )
-    .await
-    .unwrap();
-    assert_code(
-        create(
-            &mut app,
+        ),
+        // The same identifier on another platform is another app.
+        (
+            android(&org, "com.example.app", "https://app.example.net/a"),
             android(&org, "com.example.app", "https://app.example.net/c"),
-        )
-        .await,
-        Code::AlreadyExists,
-    );
-    create(&mut app, web(&org, "https://app.example.com/cb"))
-        .await
-        .unwrap();
-    assert_code(
-        create(&mut app, web(&org, "https://app.example.com/cb")).await,
-        Code::AlreadyExists,
-    );
+        ),
+        (
+            web(&org, "https://app.example.com/cb"),
+            web(&org, "https://app.example.com/cb"),
+        ),
+    ];
+    for (first, again) in pairs {
+        create(&mut app, first).await.unwrap();
+        assert_code(create(&mut app, again).await, Code::AlreadyExists);
+    }
     // Another org may register the same.
-    let other = self::org(&mut app).await;
+    let other = self::org(&app).await;
     create(
         &mut app,
         ios(&other, "com.example.app", "https://app.example.net/a"),
@@ -328,7 +294,7 @@ async fn duplicates_within_an_org_already_exist(backend: Backend) {
 
 async fn the_gateway_redirect_check_is_exact(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     let site = create(
         &mut app,
         web(&org, "https://app.example.com/cb?tenant=a&x=1"),
@@ -415,7 +381,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
         .await
         .allowed
     );
-    let other = self::org(&mut app).await;
+    let other = self::org(&app).await;
     assert!(
         !check(&mut app, &other.client_id, "https://links.example.net/auth")
             .await
@@ -424,10 +390,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
     );
 
     // Deleting the org removes its registrations; its client is refused.
-    app.orgs
-        .delete_org(DeleteOrgRequest { id: org.id.clone() })
-        .await
-        .unwrap();
+    app.delete_org(&org.id).await;
     assert!(
         !check(&mut app, &org.client_id, "https://links.example.net/auth")
             .await
@@ -443,7 +406,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
 
 async fn registrations_are_read_listed_updated_and_deleted(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
@@ -456,26 +419,24 @@ async fn registrations_are_read_listed_updated_and_deleted(backend: Backend) {
             .id,
         );
     }
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
+    let (seen, pages) = collect_pages(async |page_token| {
         let page = app
             .apps
+            .clone()
             .list_app_registrations(ListAppRegistrationsRequest {
                 org_id: org.id.clone(),
                 page_size: 3,
-                page_token: token,
+                page_token,
             })
             .await
             .unwrap()
             .into_inner();
-        seen.extend(page.app_registrations.into_iter().map(|a| a.id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        let ids = page.app_registrations.into_iter().map(|a| a.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await;
     assert_eq!(seen, ids);
+    assert_eq!(pages, 3);
     assert_invalid(
         app.apps
             .list_app_registrations(ListAppRegistrationsRequest {
@@ -616,7 +577,7 @@ async fn registrations_are_read_listed_updated_and_deleted(backend: Backend) {
 
 async fn association_files_are_rendered_for_each_link_host(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = org(&mut app).await;
+    let org = org(&app).await;
     create(
         &mut app,
         ios(&org, "com.example.app", "https://links.example.net/auth"),

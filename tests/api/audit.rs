@@ -14,29 +14,36 @@ use tonic::Code;
 
 use crate::{
     callers::tokens_of,
-    helpers::{Backend, TestApp, assert_code, assert_invalid, spawn_app},
+    helpers::{Backend, TestApp, assert_code, assert_invalid, collect_pages, spawn_app},
 };
 
-async fn events(app: &mut TestApp, filter: ListAuditEventsRequest) -> Vec<credd::pb::AuditEvent> {
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
+/// Every event `filter` selects, newest first, read four to a page.
+async fn events(app: &TestApp, filter: ListAuditEventsRequest) -> Vec<credd::pb::AuditEvent> {
+    let (events, _) = collect_pages(async |page_token| {
         let page = app
             .audit
+            .clone()
             .list_audit_events(ListAuditEventsRequest {
-                page_token: token,
+                page_token,
                 page_size: 4,
                 ..filter.clone()
             })
             .await
             .unwrap()
             .into_inner();
-        all.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        token = page.next_page_token;
-    }
+        (page.events, page.next_page_token)
+    })
+    .await;
+    events
+}
+
+/// Every event of `org_id`, newest first.
+async fn trail_of(app: &TestApp, org_id: &str) -> Vec<credd::pb::AuditEvent> {
+    let filter = ListAuditEventsRequest {
+        org_id: org_id.into(),
+        ..Default::default()
+    };
+    events(app, filter).await
 }
 
 fn actions(events: &[credd::pb::AuditEvent]) -> Vec<&str> {
@@ -102,14 +109,7 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
         .await
         .unwrap();
 
-    let trail = events(
-        &mut app,
-        ListAuditEventsRequest {
-            org_id: org.id.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let trail = trail_of(&app, &org.id).await;
     assert_eq!(
         actions(&trail),
         [
@@ -151,7 +151,7 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
 
     // Filters: action, time range.
     let only = events(
-        &mut app,
+        &app,
         ListAuditEventsRequest {
             action: "secret.activate".into(),
             ..Default::default()
@@ -164,7 +164,7 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
         t
     });
     let none = events(
-        &mut app,
+        &app,
         ListAuditEventsRequest {
             start_time: after_all,
             ..Default::default()
@@ -173,7 +173,7 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
     .await;
     assert!(none.is_empty());
     let before = events(
-        &mut app,
+        &app,
         ListAuditEventsRequest {
             end_time: after_all,
             org_id: org.id.clone(),
@@ -197,14 +197,7 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
         .delete_org(DeleteOrgRequest { id: org.id.clone() })
         .await
         .unwrap();
-    let trail = events(
-        &mut app,
-        ListAuditEventsRequest {
-            org_id: org.id.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let trail = trail_of(&app, &org.id).await;
     assert_eq!(trail[0].action, "org.delete");
     assert_eq!(trail.len(), 9);
 
@@ -218,7 +211,7 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
     tokens.revoke(&Actor::cli(), "ci").await.unwrap();
     for action in ["token.create", "token.revoke"] {
         let only = events(
-            &mut app,
+            &app,
             ListAuditEventsRequest {
                 action: action.into(),
                 ..Default::default()
@@ -240,9 +233,7 @@ async fn a_refused_write_leaves_no_event(backend: Backend) {
     let org = app
         .create_org_with("A", "https://a.example", "login.a.example")
         .await;
-    let before = events(&mut app, ListAuditEventsRequest::default())
-        .await
-        .len();
+    let before = events(&app, ListAuditEventsRequest::default()).await.len();
     assert_code(
         app.orgs
             .create_org(CreateOrgRequest {
@@ -259,7 +250,7 @@ async fn a_refused_write_leaves_no_event(backend: Backend) {
         app.activate(&org.id, Secret::SecretId(id), 0).await,
         Code::FailedPrecondition,
     );
-    let after = events(&mut app, ListAuditEventsRequest::default()).await;
+    let after = events(&app, ListAuditEventsRequest::default()).await;
     assert_eq!(
         after.len(),
         before + 2,
@@ -355,7 +346,7 @@ async fn a_change_whose_audit_event_cannot_be_written_is_not_made(backend: Backe
 }
 
 async fn failed_verifications_are_counted_in_one_event_per_org(backend: Backend) {
-    let mut app = spawn_app(backend).await;
+    let app = spawn_app(backend).await;
     let org = app.create_org().await;
     for attempt in ["wrong", "also-wrong-but-longer-than-thirty-two-chars", ""] {
         assert!(!app.verifies(&org.client_id, attempt).await);
@@ -365,7 +356,7 @@ async fn failed_verifications_are_counted_in_one_event_per_org(backend: Backend)
     app.verifier.flush_failed_verifications().await;
     app.verifier.flush_failed_verifications().await;
     let failed = events(
-        &mut app,
+        &app,
         ListAuditEventsRequest {
             action: "verify.failed".into(),
             ..Default::default()

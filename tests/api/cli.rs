@@ -11,7 +11,7 @@ use credd::pb::{ListOrgsRequest, orgs_client::OrgsClient};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{Backend, TestDb, bearer};
+use crate::helpers::{Backend, Clients, TestDb, bearer, wait_until};
 
 const VARIABLES: [&str; 21] = [
     "CREDD_CONFIG",
@@ -154,21 +154,26 @@ impl Drop for Server {
 }
 
 async fn wait_until_serving(port: u16) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            let mut health = HealthClient::new(channel.clone());
-            if health.check(HealthCheckRequest::default()).await.is_ok() {
-                return channel;
+    let mut serving = None;
+    wait_until(
+        "credd starts serving",
+        Duration::from_secs(30),
+        async || {
+            if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut health = HealthClient::new(channel.clone());
+                if health.check(HealthCheckRequest::default()).await.is_ok() {
+                    serving = Some(channel);
+                }
             }
-        }
-        assert!(Instant::now() < deadline, "credd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            serving.is_some()
+        },
+    )
+    .await;
+    serving.unwrap()
 }
 
 async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: Backend) {
@@ -215,14 +220,17 @@ async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: 
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = server.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "credd did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut exit = None;
+    wait_until(
+        "credd stops on SIGTERM",
+        Duration::from_secs(20),
+        async || {
+            exit = server.0.try_wait().unwrap();
+            exit.is_some()
+        },
+    )
+    .await;
+    let exit = exit.unwrap();
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
 
     // A second start prints no token: the first one is stored and still works.
@@ -252,9 +260,8 @@ async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: 
 
 async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
     use credd::pb::{
-        ActivateClientSecretRequest, CreateOrgRequest, GenerateClientSecretRequest,
         ImportClientSecretRequest, VerifyClientSecretRequest,
-        activate_client_secret_request::Secret, client_secrets_client::ClientSecretsClient,
+        activate_client_secret_request::Secret,
     };
     const TOKEN: &str = "log-test-token-0123456789abcdef0123456789";
     const IMPORTED: &str = "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw";
@@ -277,38 +284,15 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
             .spawn()
             .unwrap(),
     );
-    let channel = wait_until_serving(port).await;
-    let mut orgs = OrgsClient::with_interceptor(channel.clone(), bearer(Some(TOKEN)));
-    let mut secrets = ClientSecretsClient::with_interceptor(channel, bearer(Some(TOKEN)));
+    let clients = Clients::new(wait_until_serving(port).await, Some(TOKEN));
+    let mut secrets = clients.secrets.clone();
 
-    let org = orgs
-        .create_org(CreateOrgRequest {
-            name: "Acme".into(),
-            main_website: "https://acme.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let org = clients.create_org().await;
     let mut plaintexts = vec![IMPORTED.to_owned()];
     for _ in 0..2 {
-        let generated = secrets
-            .generate_client_secret(GenerateClientSecretRequest {
-                org_id: org.id.clone(),
-                description: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        secrets
-            .activate_client_secret(ActivateClientSecretRequest {
-                org_id: org.id.clone(),
-                secret: Some(Secret::Plaintext(generated.plaintext.clone())),
-                grace_period: Some(prost_types::Duration {
-                    seconds: 60,
-                    nanos: 0,
-                }),
-            })
+        let generated = clients.generate_secret(&org.id).await;
+        clients
+            .activate(&org.id, Secret::Plaintext(generated.plaintext.clone()), 60)
             .await
             .unwrap();
         plaintexts.push(generated.plaintext);
@@ -321,12 +305,8 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
         })
         .await
         .unwrap();
-    secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::Plaintext(IMPORTED.into())),
-            grace_period: None,
-        })
+    clients
+        .activate(&org.id, Secret::Plaintext(IMPORTED.into()), 0)
         .await
         .unwrap();
     for secret in plaintexts.iter().chain([&format!("{}x", plaintexts[1])]) {
@@ -388,18 +368,17 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
             .unwrap(),
         bearer(Some(&caller_token)),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while as_caller
-        .list_orgs(ListOrgsRequest::default())
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the new caller token was never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "the running server accepts the new caller token",
+        Duration::from_secs(10),
+        async || {
+            as_caller
+                .list_orgs(ListOrgsRequest::default())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
 
     drop(_server);
     let logs =
@@ -459,16 +438,8 @@ async fn a_config_file_sits_under_the_variables(backend: Backend) {
             .unwrap(),
     );
     // The file chose the port and the token; the variable beat the file's domain.
-    let channel = wait_until_serving(port).await;
-    let mut orgs = OrgsClient::with_interceptor(channel, bearer(Some(token)));
-    let org = orgs
-        .create_org(credd::pb::CreateOrgRequest {
-            name: "Acme".into(),
-            main_website: "https://acme.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let org = Clients::new(wait_until_serving(port).await, Some(token))
+        .create_org()
+        .await;
     assert_eq!(org.login_domain, "from.env.example");
 }

@@ -14,8 +14,8 @@ use credd::{
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, assert_code, assert_invalid, assert_unique_violation, spawn_app, spawn_app_with_clock,
-    wait_until,
+    Backend, assert_code, assert_invalid, assert_unique_violation, collect_pages, spawn_app,
+    spawn_app_with_clock, wait_until,
 };
 
 const IMPORTED: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA";
@@ -254,33 +254,15 @@ async fn activating_is_checked(backend: Backend) {
             .await,
         "secret",
     );
-    assert_invalid(
-        app.secrets
-            .activate_client_secret(ActivateClientSecretRequest {
-                org_id: acme.id.clone(),
-                secret: Some(Secret::SecretId(mine.secret.clone().unwrap().id)),
-                grace_period: Some(prost_types::Duration {
-                    seconds: 31 * 86_400,
-                    nanos: 0,
-                }),
-            })
-            .await,
-        "grace_period",
-    );
-    // A grace far past any Duration is a clear refusal, not a panic.
-    assert_invalid(
-        app.secrets
-            .activate_client_secret(ActivateClientSecretRequest {
-                org_id: acme.id.clone(),
-                secret: Some(Secret::SecretId(mine.secret.clone().unwrap().id)),
-                grace_period: Some(prost_types::Duration {
-                    seconds: i64::MAX,
-                    nanos: 0,
-                }),
-            })
-            .await,
-        "grace_period",
-    );
+    // Past the 30-day most; and a grace far past any Duration is a clear refusal,
+    // not a panic.
+    let pending = Secret::SecretId(mine.secret.clone().unwrap().id);
+    for grace_seconds in [31 * 86_400, i64::MAX] {
+        assert_invalid(
+            app.activate(&acme.id, pending.clone(), grace_seconds).await,
+            "grace_period",
+        );
+    }
 
     // Activating the ACTIVE secret again is a no-op that answers it.
     let id = mine.secret.unwrap().id;
@@ -573,26 +555,24 @@ async fn listing_shows_metadata_newest_first_in_pages(backend: Backend) {
         ids.push(app.generate_secret(&acme.id).await.secret.unwrap().id);
     }
     ids.reverse();
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
+    let (seen, pages) = collect_pages(async |page_token| {
         let page = app
             .secrets
+            .clone()
             .list_client_secrets(ListClientSecretsRequest {
                 org_id: acme.id.clone(),
                 page_size: 3,
-                page_token: token,
+                page_token,
             })
             .await
             .unwrap()
             .into_inner();
-        seen.extend(page.secrets.iter().map(|s| s.id.clone()));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        let ids = page.secrets.into_iter().map(|s| s.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await;
     assert_eq!(seen, ids, "newest first, each once");
+    assert_eq!(pages, 3);
     let unknown = uuid::Uuid::now_v7().to_string();
     assert_code(
         app.secrets
@@ -731,22 +711,14 @@ async fn a_store_outage_answers_unavailable_never_a_verdict() {
         .await
         .unwrap();
     admin.close().await.ok();
-    wait_until(
-        "credd recovers once the store is back",
-        Duration::from_secs(20),
-        async || match app.verify(&acme.client_id, &good).await {
-            Ok(valid) => {
-                assert!(
-                    valid,
-                    "the right secret verifies again once the store is back"
-                );
-                true
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                false
-            }
-        },
-    )
-    .await;
+    assert!(
+        app.verdict_once_past(
+            Code::Unavailable,
+            Duration::from_secs(20),
+            &acme.client_id,
+            &good
+        )
+        .await,
+        "the right secret verifies again once the store is back"
+    );
 }

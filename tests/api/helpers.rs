@@ -9,15 +9,6 @@ use std::{
 
 use credd::{
     App, Settings,
-    pb::{
-        ActivateClientSecretRequest, ClientSecret, CreateOrgRequest, DeleteOrgRequest,
-        GenerateClientSecretRequest, GenerateClientSecretResponse, GetIntegrationRequest,
-        GetIntegrationResponse, GetOrgRequest, ListClientSecretsRequest, ListOrgsRequest, Org,
-        RevokeClientSecretRequest, VerifyClientSecretRequest, VerifyClientSecretResponse,
-        activate_client_secret_request::Secret, app_registrations_client::AppRegistrationsClient,
-        audit_client::AuditClient, client_secrets_client::ClientSecretsClient,
-        get_org_request::Lookup, orgs_client::OrgsClient,
-    },
     service::{Clock, ManualClock, SystemClock},
 };
 use sea_orm::{ConnectionTrait, Database};
@@ -28,6 +19,10 @@ use tonic::{
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
+
+mod clients;
+
+pub use clients::Clients;
 
 /// The admin token every test server accepts.
 pub const TOKEN: &str = "test-bootstrap-token-0123456789abcdef";
@@ -187,17 +182,6 @@ impl Interceptor for Bearer {
 /// A channel that authenticates as `token` (or not at all).
 pub type Authed = InterceptedService<Channel, Bearer>;
 
-/// Typed clients of one server under one token, with the calls tests make again
-/// and again. Each call clones its client (a channel handle), so they take `&self`
-/// and can run inside [`wait_until`] conditions.
-#[derive(Clone)]
-pub struct Clients {
-    pub orgs: OrgsClient<Authed>,
-    pub secrets: ClientSecretsClient<Authed>,
-    pub apps: AppRegistrationsClient<Authed>,
-    pub audit: AuditClient<Authed>,
-}
-
 /// A running test server and clients for it (its [`Clients`], under [`TOKEN`]).
 #[allow(dead_code)] // each test module uses the fields it needs
 pub struct TestApp {
@@ -251,16 +235,15 @@ pub async fn spawn_app_with_url(backend: Backend, map_url: impl FnOnce(&str) -> 
 
 /// A second server on `first`'s database (another replica or process).
 pub async fn spawn_replica(first: &TestApp) -> TestApp {
-    let url = first.database_url.clone();
-    let mut replica = spawn(
+    // The replica shares the database; only the first drops it.
+    spawn_on(
         first.backend.clone(),
-        |settings| settings.database_url = url.as_str().into(),
+        TestDb::Shared,
+        first.database_url.clone(),
+        |_| {},
         Arc::new(SystemClock),
     )
-    .await;
-    // The replica shares the database; only the first drops it.
-    replica._db = TestDb::Shared;
-    replica
+    .await
 }
 
 /// [`spawn_app`] on a clock the test moves.
@@ -273,8 +256,19 @@ async fn spawn(
     adjust: impl FnOnce(&mut Settings),
     clock: Arc<dyn Clock>,
 ) -> TestApp {
-    init_test_logs();
     let (db, database_url) = TestDb::create(&backend).await;
+    spawn_on(backend, db, database_url, adjust, clock).await
+}
+
+/// Starts the server over `db`, reached at `database_url`.
+async fn spawn_on(
+    backend: Backend,
+    db: TestDb,
+    database_url: String,
+    adjust: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
+    init_test_logs();
     let mut settings = test_settings(&database_url);
     adjust(&mut settings);
     let app = App::build_with_clock(settings, clock)
@@ -395,211 +389,21 @@ impl Drop for TestApp {
     }
 }
 
-impl Clients {
-    /// Clients of the server behind `channel` that send `token` (or none).
-    pub fn new(channel: Channel, token: Option<&str>) -> Self {
-        let authed = InterceptedService::new(channel, bearer(token));
-        Clients {
-            orgs: OrgsClient::new(authed.clone()),
-            secrets: ClientSecretsClient::new(authed.clone()),
-            apps: AppRegistrationsClient::new(authed.clone()),
-            audit: AuditClient::new(authed),
+/// Follows page tokens from the first page to the last: `page` fetches the page
+/// of a token and answers its items and the next token (empty on the last page).
+/// Answers every item in order and how many pages there were.
+pub async fn collect_pages<T>(
+    mut page: impl AsyncFnMut(String) -> (Vec<T>, String),
+) -> (Vec<T>, usize) {
+    let (mut all, mut pages, mut token) = (Vec::new(), 0, String::new());
+    loop {
+        let (items, next) = page(token).await;
+        all.extend(items);
+        pages += 1;
+        if next.is_empty() {
+            return (all, pages);
         }
-    }
-
-    /// Creates an org for a test that does not care about its fields: "Acme" at
-    /// https://acme.example, no custom domain.
-    pub async fn create_org(&self) -> Org {
-        self.create_org_with("Acme", "https://acme.example", "")
-            .await
-    }
-
-    /// Creates an org with these fields.
-    pub async fn create_org_with(
-        &self,
-        name: &str,
-        main_website: &str,
-        custom_domain: &str,
-    ) -> Org {
-        self.orgs
-            .clone()
-            .create_org(CreateOrgRequest {
-                name: name.into(),
-                main_website: main_website.into(),
-                custom_domain: custom_domain.into(),
-            })
-            .await
-            .expect("create org")
-            .into_inner()
-    }
-
-    /// The first page (up to 50) of orgs.
-    pub async fn list_orgs(&self) -> Vec<Org> {
-        self.orgs
-            .clone()
-            .list_orgs(ListOrgsRequest::default())
-            .await
-            .expect("list orgs")
-            .into_inner()
-            .orgs
-    }
-
-    /// Deletes the org `id`.
-    pub async fn delete_org(&self, id: &str) {
-        self.orgs
-            .clone()
-            .delete_org(DeleteOrgRequest { id: id.into() })
-            .await
-            .expect("delete org");
-    }
-
-    /// The org's integration view.
-    pub async fn integration(&self, org_id: &str) -> GetIntegrationResponse {
-        self.orgs
-            .clone()
-            .get_integration(GetIntegrationRequest {
-                org_id: org_id.into(),
-            })
-            .await
-            .expect("get integration")
-            .into_inner()
-    }
-
-    /// Generates a PENDING secret for `org_id`.
-    pub async fn generate_secret(&self, org_id: &str) -> GenerateClientSecretResponse {
-        self.secrets
-            .clone()
-            .generate_client_secret(GenerateClientSecretRequest {
-                org_id: org_id.into(),
-                description: "test".into(),
-            })
-            .await
-            .expect("generate a client secret")
-            .into_inner()
-    }
-
-    /// Activates `secret` of `org_id`, the previous ACTIVE one retiring for
-    /// `grace_seconds` (none when zero).
-    pub async fn activate(
-        &self,
-        org_id: &str,
-        secret: Secret,
-        grace_seconds: i64,
-    ) -> Result<ClientSecret, Status> {
-        self.secrets
-            .clone()
-            .activate_client_secret(ActivateClientSecretRequest {
-                org_id: org_id.into(),
-                secret: Some(secret),
-                grace_period: (grace_seconds > 0).then_some(prost_types::Duration {
-                    seconds: grace_seconds,
-                    nanos: 0,
-                }),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    /// Generates a secret for `org_id` and activates it at once: its metadata as
-    /// ACTIVE, and its plaintext.
-    pub async fn generate_and_activate(&self, org_id: &str) -> (ClientSecret, String) {
-        let generated = self.generate_secret(org_id).await;
-        let id = generated.secret.expect("secret metadata").id;
-        let active = self
-            .activate(org_id, Secret::SecretId(id), 0)
-            .await
-            .expect("activate the generated secret");
-        (active, generated.plaintext)
-    }
-
-    /// Revokes secret `secret_id` of `org_id`.
-    pub async fn revoke(&self, org_id: &str, secret_id: &str) -> Result<ClientSecret, Status> {
-        self.secrets
-            .clone()
-            .revoke_client_secret(RevokeClientSecretRequest {
-                org_id: org_id.into(),
-                secret_id: secret_id.into(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    /// The first page of `org_id`'s secrets, newest first.
-    pub async fn list_secrets(&self, org_id: &str) -> Vec<ClientSecret> {
-        self.secrets
-            .clone()
-            .list_client_secrets(ListClientSecretsRequest {
-                org_id: org_id.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("list client secrets")
-            .into_inner()
-            .secrets
-    }
-
-    /// The verdict on `secret` for `client_id`, or the status that refused to give
-    /// one. A verdict names the org and secret exactly when it is valid.
-    pub async fn verify(&self, client_id: &str, secret: &str) -> Result<bool, Status> {
-        let answer = self
-            .secrets
-            .clone()
-            .verify_client_secret(VerifyClientSecretRequest {
-                client_id: client_id.into(),
-                client_secret: secret.into(),
-            })
-            .await?
-            .into_inner();
-        check_verdict(&answer);
-        Ok(answer.valid)
-    }
-
-    /// Whether `secret` verifies for `client_id` (a verdict is expected); a valid
-    /// verdict must name the org that owns `client_id` (looked up with GetOrg).
-    pub async fn verifies(&self, client_id: &str, secret: &str) -> bool {
-        let answer = self
-            .secrets
-            .clone()
-            .verify_client_secret(VerifyClientSecretRequest {
-                client_id: client_id.into(),
-                client_secret: secret.into(),
-            })
-            .await
-            .expect("verify answers with a verdict")
-            .into_inner();
-        check_verdict(&answer);
-        if answer.valid {
-            let owner = self
-                .orgs
-                .clone()
-                .get_org(GetOrgRequest {
-                    lookup: Some(Lookup::ClientId(client_id.into())),
-                })
-                .await
-                .expect("the org of a verified client")
-                .into_inner();
-            assert_eq!(
-                answer.org_id, owner.id,
-                "the verdict names the client's org"
-            );
-        }
-        answer.valid
-    }
-}
-
-/// A verdict names the org and secret exactly when it is valid.
-#[track_caller]
-fn check_verdict(answer: &VerifyClientSecretResponse) {
-    if answer.valid {
-        assert!(
-            !answer.org_id.is_empty() && !answer.secret_id.is_empty(),
-            "a valid verdict names its org and secret: {answer:?}"
-        );
-    } else {
-        assert!(
-            answer.org_id.is_empty() && answer.secret_id.is_empty(),
-            "a refusal carries no ids: {answer:?}"
-        );
+        token = next;
     }
 }
 

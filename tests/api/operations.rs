@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use credd::pb::{
-    ActivateClientSecretRequest, CreateOrgRequest, GenerateClientSecretRequest, ListOrgsRequest,
-    Org, VerifyClientSecretRequest, activate_client_secret_request::Secret,
+    CreateOrgRequest, GenerateClientSecretRequest, ListOrgsRequest, Org, VerifyClientSecretRequest,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -15,47 +14,13 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, TestApp, spawn_app_with, spawn_app_with_url};
+use crate::helpers::{Backend, TestApp, spawn_app_with, spawn_app_with_url, wait_until};
 
-async fn org_with_active_secret(app: &mut TestApp) -> (Org, String) {
-    let org = app
-        .orgs
-        .create_org(CreateOrgRequest {
-            name: "Acme".into(),
-            main_website: "https://acme.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let generated = app
-        .secrets
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    app.secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::SecretId(generated.secret.unwrap().id)),
-            grace_period: None,
-        })
-        .await
-        .unwrap();
-    (org, generated.plaintext)
-}
-
-async fn verify(app: &mut TestApp, org: &Org, secret: &str) -> Result<bool, tonic::Status> {
-    app.secrets
-        .verify_client_secret(VerifyClientSecretRequest {
-            client_id: org.client_id.clone(),
-            client_secret: secret.into(),
-        })
-        .await
-        .map(|r| r.into_inner().valid)
+/// An org with an active secret, and the secret's plaintext.
+async fn org_with_active_secret(app: &TestApp) -> (Org, String) {
+    let org = app.create_org().await;
+    let (_, plaintext) = app.generate_and_activate(&org.id).await;
+    (org, plaintext)
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
@@ -89,9 +54,9 @@ async fn metrics_count_rpcs_verifications_and_argon2(backend: Backend) {
     .await;
     let addr = app.metrics_addr.expect("metrics enabled");
     let before = scrape(addr).await;
-    let (org, secret) = org_with_active_secret(&mut app).await;
-    assert!(verify(&mut app, &org, &secret).await.unwrap());
-    assert!(!verify(&mut app, &org, "not-a-secret").await.unwrap());
+    let (org, secret) = org_with_active_secret(&app).await;
+    assert!(app.verify(&org.client_id, &secret).await.unwrap());
+    assert!(!app.verify(&org.client_id, "not-a-secret").await.unwrap());
     app.orgs
         .list_orgs(ListOrgsRequest {
             page_size: 5000,
@@ -135,8 +100,9 @@ async fn a_call_in_flight_finishes_when_the_server_stops(backend: Backend) {
         s.argon2_t = 3;
     })
     .await;
-    let (org, secret) = org_with_active_secret(&mut app).await;
+    let (org, secret) = org_with_active_secret(&app).await;
     let mut client = app.secrets.clone();
+    let hashes = app.secret_service.hasher().computations();
     let call = tokio::spawn(async move {
         client
             .verify_client_secret(VerifyClientSecretRequest {
@@ -145,7 +111,17 @@ async fn a_call_in_flight_finishes_when_the_server_stops(backend: Backend) {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let hasher = app.secret_service.hasher().clone();
+    wait_until(
+        "the verification's argon2 work starts",
+        Duration::from_secs(10),
+        async || hasher.computations() > hashes,
+    )
+    .await;
+    assert!(
+        !call.is_finished(),
+        "the verification must still be in flight when the server stops"
+    );
     app.stop().await.expect("a clean stop");
     let answer = call.await.unwrap().expect("the in-flight call completes");
     assert!(answer.into_inner().valid);
@@ -174,15 +150,18 @@ async fn on_shutdown_health_turns_not_serving_first(backend: Backend) {
 }
 
 async fn requests_over_the_size_limit_are_refused_before_the_handler(backend: Backend) {
-    let mut app = spawn_app_with(backend, |s| s.max_request_bytes = 4096).await;
-    let (org, _) = org_with_active_secret(&mut app).await;
-    let status = verify(&mut app, &org, &"a".repeat(8192)).await.unwrap_err();
+    let app = spawn_app_with(backend, |s| s.max_request_bytes = 4096).await;
+    let (org, _) = org_with_active_secret(&app).await;
+    let status = app
+        .verify(&org.client_id, &"a".repeat(8192))
+        .await
+        .unwrap_err();
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
     );
     assert!(
-        !verify(&mut app, &org, &"a".repeat(3000)).await.unwrap(),
+        !app.verify(&org.client_id, &"a".repeat(3000)).await.unwrap(),
         "under the limit it reaches the handler"
     );
 }
@@ -250,6 +229,8 @@ async fn one_connection_holds_at_most_the_configured_streams(backend: Backend) {
         body.send_data(empty_message(), true)?;
         response.await
     });
+    // Deliberately elapsed time, not a wait for a condition: the check is that
+    // nothing happens, so the second stream is given 300 ms to (wrongly) run.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !second.is_finished(),
@@ -366,14 +347,10 @@ async fn health_of(app: &TestApp) -> Option<ServingStatus> {
 }
 
 async fn wait_for_health(app: &TestApp, wanted: ServingStatus, within: Duration) {
-    let started = Instant::now();
-    while health_of(app).await != Some(wanted) {
-        assert!(
-            started.elapsed() < within,
-            "health did not turn {wanted:?} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(&format!("health turns {wanted:?}"), within, async || {
+        health_of(app).await == Some(wanted)
+    })
+    .await;
 }
 
 /// PostgreSQL only: the database is cut mid-run and restored.
@@ -398,15 +375,15 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
     };
     let proxy = Proxy::start(upstream).await;
     let proxy_addr = proxy.addr;
-    let mut app = spawn_app_with_url(backend.clone(), |url| {
+    let app = spawn_app_with_url(backend.clone(), |url| {
         let mut url = url::Url::parse(url).unwrap();
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(proxy_addr.port())).unwrap();
         url.to_string()
     })
     .await;
-    let (org, secret) = org_with_active_secret(&mut app).await;
-    assert!(verify(&mut app, &org, &secret).await.unwrap());
+    let (org, secret) = org_with_active_secret(&app).await;
+    assert!(app.verify(&org.client_id, &secret).await.unwrap());
     wait_for_health(&app, ServingStatus::Serving, Duration::from_secs(5)).await;
 
     proxy.cut();
@@ -439,7 +416,8 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
         well_formed_wrong.as_str(),
         "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw",
     ] {
-        let status = verify(&mut app, &org, candidate)
+        let status = app
+            .verify(&org.client_id, candidate)
             .await
             .expect_err("no verdict without the store");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -447,25 +425,19 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
 
     proxy.restore();
     wait_for_health(&app, ServingStatus::Serving, Duration::from_secs(15)).await;
-    let started = Instant::now();
-    loop {
-        match verify(&mut app, &org, &secret).await {
-            Ok(valid) => {
-                assert!(valid, "the right secret verifies again");
-                break;
-            }
-            Err(status) => assert_eq!(status.code(), Code::Unavailable),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "verify did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        !verify(
-            &mut app,
-            &org,
+        app.verdict_once_past(
+            Code::Unavailable,
+            Duration::from_secs(15),
+            &org.client_id,
+            &secret
+        )
+        .await,
+        "the right secret verifies again"
+    );
+    assert!(
+        !app.verify(
+            &org.client_id,
             "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw"
         )
         .await

@@ -9,7 +9,10 @@ use credd::pb::{
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, assert_code, assert_invalid, spawn_app};
+use crate::helpers::{
+    Backend, TestApp, assert_code, assert_invalid, assert_unique_violation, collect_pages,
+    spawn_app,
+};
 
 fn new_org(name: &str, custom_domain: &str) -> CreateOrgRequest {
     CreateOrgRequest {
@@ -19,12 +22,9 @@ fn new_org(name: &str, custom_domain: &str) -> CreateOrgRequest {
     }
 }
 
-async fn create(app: &mut TestApp, name: &str, custom_domain: &str) -> Org {
-    app.orgs
-        .create_org(new_org(name, custom_domain))
+async fn create(app: &TestApp, name: &str, custom_domain: &str) -> Org {
+    app.create_org_with(name, "https://acme.example", custom_domain)
         .await
-        .expect("create org")
-        .into_inner()
 }
 
 async fn get(app: &mut TestApp, lookup: Lookup) -> Result<Org, tonic::Status> {
@@ -42,10 +42,19 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
     })
 }
 
+/// An UpdateOrg request for `patch` (which names the org by id) under a mask of
+/// `paths`.
+fn update(patch: Org, paths: &[&str]) -> UpdateOrgRequest {
+    UpdateOrgRequest {
+        org: Some(patch),
+        update_mask: mask(paths),
+    }
+}
+
 async fn creating_an_org_returns_it_with_a_fresh_client_id(backend: Backend) {
-    let mut app = spawn_app(backend).await;
-    let first = create(&mut app, "Acme", "").await;
-    let second = create(&mut app, "Acme", "").await;
+    let app = spawn_app(backend).await;
+    let first = create(&app, "Acme", "").await;
+    let second = create(&app, "Acme", "").await;
 
     assert_eq!(first.name, "Acme");
     assert_eq!(first.main_website, "https://acme.example");
@@ -59,7 +68,7 @@ async fn creating_an_org_returns_it_with_a_fresh_client_id(backend: Backend) {
 
 async fn an_org_is_found_by_id_client_id_or_custom_domain(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = create(&mut app, "Acme", "Login.Acme.Example.").await;
+    let org = create(&app, "Acme", "Login.Acme.Example.").await;
     assert_eq!(org.custom_domain, "login.acme.example");
     assert_eq!(org.login_domain, "login.acme.example");
 
@@ -84,7 +93,7 @@ async fn an_org_is_found_by_id_client_id_or_custom_domain(backend: Backend) {
 
 async fn unknown_orgs_are_not_found(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    create(&mut app, "Acme", "login.acme.example").await;
+    create(&app, "Acme", "login.acme.example").await;
     let unknown_id = uuid::Uuid::now_v7().to_string();
     assert_code(
         get(&mut app, Lookup::Id(unknown_id.clone())).await,
@@ -125,70 +134,24 @@ async fn unknown_orgs_are_not_found(backend: Backend) {
 
 async fn every_validation_rule_names_its_field(backend: Backend) {
     let mut app = spawn_app(backend).await;
+    let named = |name: &str| CreateOrgRequest {
+        name: name.into(),
+        ..new_org("x", "")
+    };
+    let website = |main_website: &str| CreateOrgRequest {
+        main_website: main_website.into(),
+        ..new_org("Acme", "")
+    };
     let cases: Vec<(CreateOrgRequest, &str)> = vec![
-        (
-            CreateOrgRequest {
-                name: "".into(),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                name: "   ".into(),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                name: "x".repeat(201),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                name: "bad\nname".into(),
-                ..new_org("x", "")
-            },
-            "name",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "acme.example".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "http://acme.example".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "https://u:p@acme.example".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
-        (
-            CreateOrgRequest {
-                main_website: "https://10.0.0.1".into(),
-                ..new_org("Acme", "")
-            },
-            "main_website",
-        ),
+        (named(""), "name"),
+        (named("   "), "name"),
+        (named(&"x".repeat(201)), "name"),
+        (named("bad\nname"), "name"),
+        (website(""), "main_website"),
+        (website("acme.example"), "main_website"),
+        (website("http://acme.example"), "main_website"),
+        (website("https://u:p@acme.example"), "main_website"),
+        (website("https://10.0.0.1"), "main_website"),
         (new_org("Acme", "not a domain"), "custom_domain"),
         (new_org("Acme", "localhost"), "custom_domain"),
         (new_org("Acme", "192.168.0.1"), "custom_domain"),
@@ -201,33 +164,30 @@ async fn every_validation_rule_names_its_field(backend: Backend) {
     for (request, field) in cases {
         assert_invalid(app.orgs.create_org(request).await, field);
     }
-    let listed = app
-        .orgs
-        .list_orgs(ListOrgsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.orgs.is_empty(), "a refused org must not be stored");
+    assert!(
+        app.list_orgs().await.is_empty(),
+        "a refused org must not be stored"
+    );
 }
 
 async fn a_custom_domain_belongs_to_one_org(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let first = create(&mut app, "First", "login.acme.example").await;
+    let first = create(&app, "First", "login.acme.example").await;
     assert_code(
         app.orgs
             .create_org(new_org("Second", "LOGIN.acme.example"))
             .await,
         Code::AlreadyExists,
     );
-    let second = create(&mut app, "Second", "").await;
-    let claim = UpdateOrgRequest {
-        org: Some(Org {
+    let second = create(&app, "Second", "").await;
+    let claim = update(
+        Org {
             id: second.id.clone(),
             custom_domain: "login.acme.example".into(),
             ..Default::default()
-        }),
-        update_mask: mask(&["custom_domain"]),
-    };
+        },
+        &["custom_domain"],
+    );
     assert_code(
         app.orgs.update_org(claim.clone()).await,
         Code::AlreadyExists,
@@ -246,29 +206,24 @@ async fn listing_pages_through_every_org_exactly_once(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let mut created = Vec::new();
     for i in 0..23 {
-        created.push(create(&mut app, &format!("Org {i}"), "").await.id);
+        created.push(create(&app, &format!("Org {i}"), "").await.id);
     }
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    let mut pages = 0;
-    loop {
+    let (seen, pages) = collect_pages(async |page_token| {
         let page = app
             .orgs
+            .clone()
             .list_orgs(ListOrgsRequest {
                 page_size: 5,
-                page_token: token.clone(),
+                page_token,
             })
             .await
             .unwrap()
             .into_inner();
-        pages += 1;
         assert!(page.orgs.len() <= 5);
-        seen.extend(page.orgs.into_iter().map(|org| org.id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+        let ids = page.orgs.into_iter().map(|org| org.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await;
     assert_eq!(pages, 5);
     assert_eq!(seen, created, "every org once, in creation order");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 23);
@@ -315,18 +270,18 @@ async fn listing_pages_through_every_org_exactly_once(backend: Backend) {
 
 async fn updating_changes_only_the_masked_fields(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = create(&mut app, "Acme", "login.acme.example").await;
+    let org = create(&app, "Acme", "login.acme.example").await;
     let renamed = app
         .orgs
-        .update_org(UpdateOrgRequest {
-            org: Some(Org {
+        .update_org(update(
+            Org {
                 id: org.id.clone(),
                 name: "Acme Corp".into(),
                 main_website: "https://ignored.example".into(),
                 ..Default::default()
-            }),
-            update_mask: mask(&["name"]),
-        })
+            },
+            &["name"],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -337,14 +292,14 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
 
     let moved = app
         .orgs
-        .update_org(UpdateOrgRequest {
-            org: Some(Org {
+        .update_org(update(
+            Org {
                 id: org.id.clone(),
                 main_website: "https://corp.example".into(),
                 ..Default::default()
-            }),
-            update_mask: mask(&["main_website", "custom_domain"]),
-        })
+            },
+            &["main_website", "custom_domain"],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -359,14 +314,14 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
         moved
     );
 
-    let bad = UpdateOrgRequest {
-        org: Some(Org {
+    let bad = update(
+        Org {
             id: org.id.clone(),
             main_website: "http://corp.example".into(),
             ..Default::default()
-        }),
-        update_mask: mask(&["main_website"]),
-    };
+        },
+        &["main_website"],
+    );
     assert_invalid(app.orgs.update_org(bad).await, "org.main_website");
     assert_invalid(
         app.orgs
@@ -382,40 +337,40 @@ async fn updating_changes_only_the_masked_fields(backend: Backend) {
     );
     assert_invalid(
         app.orgs
-            .update_org(UpdateOrgRequest {
-                org: Some(Org {
+            .update_org(update(
+                Org {
                     id: org.id.clone(),
                     ..Default::default()
-                }),
-                update_mask: mask(&["colour"]),
-            })
+                },
+                &["colour"],
+            ))
             .await,
         "update_mask",
     );
-    let missing = UpdateOrgRequest {
-        org: Some(Org {
+    let missing = update(
+        Org {
             id: uuid::Uuid::now_v7().to_string(),
             name: "X".into(),
             ..Default::default()
-        }),
-        update_mask: mask(&["name"]),
-    };
+        },
+        &["name"],
+    );
     assert_code(app.orgs.update_org(missing).await, Code::NotFound);
 }
 
 async fn id_and_client_id_can_never_change(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = create(&mut app, "Acme", "").await;
+    let org = create(&app, "Acme", "").await;
     for field in ["client_id", "id"] {
-        let attempt = UpdateOrgRequest {
-            org: Some(Org {
+        let attempt = update(
+            Org {
                 id: org.id.clone(),
                 client_id: "f".repeat(32),
                 name: "Renamed".into(),
                 ..Default::default()
-            }),
-            update_mask: mask(&["name", field]),
-        };
+            },
+            &["name", field],
+        );
         assert_invalid(app.orgs.update_org(attempt).await, "update_mask");
     }
     assert_eq!(
@@ -427,7 +382,7 @@ async fn id_and_client_id_can_never_change(backend: Backend) {
 
 async fn a_deleted_org_is_gone_and_its_client_id_stays_retired(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let org = create(&mut app, "Acme", "login.acme.example").await;
+    let org = create(&app, "Acme", "login.acme.example").await;
     app.orgs
         .delete_org(DeleteOrgRequest { id: org.id.clone() })
         .await
@@ -451,38 +406,29 @@ async fn a_deleted_org_is_gone_and_its_client_id_stays_retired(backend: Backend)
             .await,
         Code::NotFound,
     );
-    let listed = app
-        .orgs
-        .list_orgs(ListOrgsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.orgs.is_empty());
+    assert!(app.list_orgs().await.is_empty());
 
     // The tombstone keeps the client ID unique: the store refuses to reissue it.
-    let db = sea_orm::Database::connect(app.database_url.as_str())
-        .await
-        .unwrap();
-    use sea_orm::ConnectionTrait as _;
-    let reuse = db
-        .execute_unprepared(&format!(
+    let row = |client_id: &str| {
+        format!(
             "INSERT INTO orgs (id, client_id, name, main_website, create_time, update_time) \
-             VALUES ('{}', '{}', 'x', 'https://x.example', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+             VALUES ('{}', '{client_id}', 'x', 'https://x.example', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
             uuid::Uuid::now_v7(),
-            org.client_id
-        ))
-        .await;
-    assert!(
-        reuse.is_err(),
-        "a deleted org's client ID must not be insertable again"
+        )
+    };
+    assert_unique_violation(
+        app.execute_sql(&row(&org.client_id)).await,
+        "a deleted org's client ID must not be insertable again",
     );
-    db.close().await.ok();
+    // The same statement with a fresh client ID goes through: the refusal above
+    // was the client ID's.
+    app.execute_sql(&row(&"f".repeat(32))).await.unwrap();
 }
 
 async fn the_integration_shows_login_domain_and_client_id_but_no_secret(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let plain = create(&mut app, "Plain", "").await;
-    let custom = create(&mut app, "Custom", "id.custom.example").await;
+    let plain = create(&app, "Plain", "").await;
+    let custom = create(&app, "Custom", "id.custom.example").await;
 
     let view = app
         .orgs
@@ -519,11 +465,11 @@ async fn the_integration_shows_login_domain_and_client_id_but_no_secret(backend:
 }
 
 async fn the_default_login_domain_is_configurable(backend: Backend) {
-    let mut app = crate::helpers::spawn_app_with(backend, |settings| {
+    let app = crate::helpers::spawn_app_with(backend, |settings| {
         settings.default_login_domain = "auth.example.net".into();
     })
     .await;
-    let org = create(&mut app, "Acme", "").await;
+    let org = create(&app, "Acme", "").await;
     assert_eq!(org.login_domain, "auth.example.net");
 }
 

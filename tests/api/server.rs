@@ -1,10 +1,6 @@
 //! The server around the services: caller tokens, health, reflection, shutdown.
 
-use credd::pb::{
-    CreateOrgRequest, GenerateClientSecretRequest, ListAuditEventsRequest, ListOrgsRequest,
-    RenderAssociationFilesRequest, app_registrations_client::AppRegistrationsClient,
-    audit_client::AuditClient, client_secrets_client::ClientSecretsClient, orgs_client::OrgsClient,
-};
+use credd::pb::{ListOrgsRequest, orgs_client::OrgsClient};
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::{
@@ -12,7 +8,10 @@ use tonic_health::pb::{
 };
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::helpers::{Backend, TOKEN, assert_code, spawn_app};
+use crate::{
+    callers::{call, every_rpc},
+    helpers::{Backend, TOKEN, assert_code, spawn_app},
+};
 
 const CREDD_SERVICES: [&str; 4] = [
     "credd.v1.Orgs",
@@ -28,41 +27,13 @@ async fn every_credd_rpc_needs_a_valid_bearer_token(backend: Backend) {
         Some("wrong-token-0123456789abcdef0123456789"),
         Some(&TOKEN[1..]),
     ] {
-        let channel = app.channel_with(token);
-        assert_code(
-            OrgsClient::new(channel.clone())
-                .list_orgs(ListOrgsRequest::default())
-                .await,
-            Code::Unauthenticated,
-        );
-        assert_code(
-            OrgsClient::new(channel.clone())
-                .create_org(CreateOrgRequest {
-                    name: "Acme".into(),
-                    main_website: "https://acme.example".into(),
-                    custom_domain: String::new(),
-                })
-                .await,
-            Code::Unauthenticated,
-        );
-        assert_code(
-            ClientSecretsClient::new(channel.clone())
-                .generate_client_secret(GenerateClientSecretRequest::default())
-                .await,
-            Code::Unauthenticated,
-        );
-        assert_code(
-            AppRegistrationsClient::new(channel.clone())
-                .render_association_files(RenderAssociationFilesRequest::default())
-                .await,
-            Code::Unauthenticated,
-        );
-        assert_code(
-            AuditClient::new(channel)
-                .list_audit_events(ListAuditEventsRequest::default())
-                .await,
-            Code::Unauthenticated,
-        );
+        for rpc in every_rpc() {
+            assert_eq!(
+                call(&app, &rpc, token).await,
+                Code::Unauthenticated,
+                "{rpc} with {token:?}"
+            );
+        }
     }
     // A raw header without the Bearer scheme is refused too.
     let mut request = tonic::Request::new(ListOrgsRequest::default());

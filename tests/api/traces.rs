@@ -4,21 +4,17 @@
 use std::{
     process::{Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use credd::pb::{
-    ActivateClientSecretRequest, CreateOrgRequest, GenerateClientSecretRequest,
-    VerifyClientSecretRequest, activate_client_secret_request::Secret,
-    client_secrets_client::ClientSecretsClient, orgs_client::OrgsClient,
-};
+use credd::pb::VerifyClientSecretRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
 };
 use tonic::transport::Channel;
 
-use crate::helpers::{Backend, TestDb, bearer};
+use crate::helpers::{Backend, Clients, TestDb, wait_until};
 
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
@@ -73,55 +69,31 @@ async fn a_verify_span_joins_the_callers_trace_and_carries_no_secret(backend: Ba
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let channel = loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+    let mut channel = None;
+    wait_until("credd starts", Duration::from_secs(30), async || {
+        channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
             .unwrap()
             .connect()
             .await
-        {
-            break channel;
-        }
-        assert!(Instant::now() < deadline, "credd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut orgs = OrgsClient::with_interceptor(channel.clone(), bearer(Some(TOKEN)));
-    let mut secrets = ClientSecretsClient::with_interceptor(channel, bearer(Some(TOKEN)));
-    let org = orgs
-        .create_org(CreateOrgRequest {
-            name: "Acme".into(),
-            main_website: "https://acme.example".into(),
-            custom_domain: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let generated = secrets
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    secrets
-        .activate_client_secret(ActivateClientSecretRequest {
-            org_id: org.id.clone(),
-            secret: Some(Secret::Plaintext(generated.plaintext.clone())),
-            grace_period: None,
-        })
-        .await
-        .unwrap();
+            .ok();
+        channel.is_some()
+    })
+    .await;
+    let clients = Clients::new(channel.unwrap(), Some(TOKEN));
+    let org = clients.create_org().await;
+    let (_, plaintext) = clients.generate_and_activate(&org.id).await;
     let mut request = tonic::Request::new(VerifyClientSecretRequest {
         client_id: org.client_id.clone(),
-        client_secret: generated.plaintext.clone(),
+        client_secret: plaintext.clone(),
     });
     request.metadata_mut().insert(
         "traceparent",
         format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().unwrap(),
     );
     assert!(
-        secrets
+        clients
+            .secrets
+            .clone()
             .verify_client_secret(request)
             .await
             .unwrap()
@@ -134,11 +106,12 @@ async fn a_verify_span_joins_the_callers_trace_and_carries_no_secret(backend: Ba
         .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "credd did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "credd stops on SIGTERM",
+        Duration::from_secs(20),
+        async || server.try_wait().unwrap().is_some(),
+    )
+    .await;
 
     let exports = receiver.0.lock().unwrap().clone();
     let resources: Vec<_> = exports
@@ -202,7 +175,7 @@ async fn a_verify_span_joins_the_callers_trace_and_carries_no_secret(backend: Ba
     );
 
     let everything = format!("{exports:?}");
-    for secret in [generated.plaintext.as_str(), TOKEN] {
+    for secret in [plaintext.as_str(), TOKEN] {
         assert!(
             !everything.contains(&secret[secret.len() / 4..secret.len() * 3 / 4]),
             "a secret reached an exported span"

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use credd::pb::{Org, VerifyClientSecretRequest, activate_client_secret_request::Secret};
+use credd::pb::{
+    ClientSecret, Org, VerifyClientSecretRequest, activate_client_secret_request::Secret,
+};
 use tonic::Code;
 
 use crate::helpers::{
@@ -134,6 +136,52 @@ async fn another_process_sees_an_activation_within_a_second(backend: Backend) {
     }
 }
 
+/// An org of `a`'s with an active secret that replica `b` has verified and holds
+/// in its cache, so that a later refusal on `b` comes from invalidation and not
+/// from a cold lookup.
+async fn secret_cached_on(b: &TestApp, a: &TestApp) -> (Org, ClientSecret, String) {
+    let acme = a.create_org().await;
+    let (secret, plaintext) = a.generate_and_activate(&acme.id).await;
+    b.wait_until_changes_are_taken_in().await;
+    assert!(b.verifies(&acme.client_id, &plaintext).await);
+    let hashes = b.secret_service.hasher().computations();
+    assert!(b.verifies(&acme.client_id, &plaintext).await);
+    assert_eq!(
+        b.secret_service.hasher().computations(),
+        hashes,
+        "B answers from its cache"
+    );
+    (acme, secret, plaintext)
+}
+
+async fn a_secret_revoked_on_one_replica_is_refused_on_another_within_seconds(backend: Backend) {
+    let a = spawn_app(backend).await;
+    let b = spawn_replica(&a).await;
+    let (acme, secret, plaintext) = secret_cached_on(&b, &a).await;
+    a.revoke(&acme.id, &secret.id).await.unwrap();
+    wait_until(
+        "B refuses the secret revoked on A",
+        Duration::from_secs(3),
+        async || !b.verifies(&acme.client_id, &plaintext).await,
+    )
+    .await;
+}
+
+async fn an_org_deleted_on_one_replica_is_refused_on_another_within_seconds(backend: Backend) {
+    let a = spawn_app(backend).await;
+    let b = spawn_replica(&a).await;
+    let (acme, _, plaintext) = secret_cached_on(&b, &a).await;
+    a.delete_org(&acme.id).await;
+    wait_until(
+        "B refuses the secret of the org deleted on A",
+        Duration::from_secs(3),
+        // verify, not verifies: until B hears of the delete, its cached verdict
+        // names an org that GetOrg no longer finds.
+        async || !b.verify(&acme.client_id, &plaintext).await.unwrap(),
+    )
+    .await;
+}
+
 async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.argon2_m_kib = 16 * 1024;
@@ -240,21 +288,16 @@ async fn a_throttled_client_is_refused_then_served_again_as_its_bucket_refills(b
         Code::ResourceExhausted,
     );
     // Refused calls take no token, so polling does not delay the refill.
-    wait_until(
-        "the bucket refills and a cold verification is served again",
-        Duration::from_secs(3),
-        async || match app.verify(&acme.client_id, &secret).await {
-            Ok(valid) => {
-                assert!(valid, "the right secret, once served, verifies");
-                true
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                false
-            }
-        },
-    )
-    .await;
+    assert!(
+        app.verdict_once_past(
+            Code::ResourceExhausted,
+            Duration::from_secs(3),
+            &acme.client_id,
+            &secret
+        )
+        .await,
+        "once the bucket refills, the right secret is served and verifies"
+    );
     assert!(
         emptied.elapsed() >= Duration::from_millis(500),
         "a token comes back at the rate (2/s), not at once: served after {:?}",
@@ -343,6 +386,8 @@ both_backends!(
     a_burst_of_identical_cold_verifications_costs_one_hash,
     cached_verdicts_go_at_once_on_revoke_activate_and_delete,
     another_process_sees_an_activation_within_a_second,
+    a_secret_revoked_on_one_replica_is_refused_on_another_within_seconds,
+    an_org_deleted_on_one_replica_is_refused_on_another_within_seconds,
     cold_verifications_past_the_queue_are_told_to_retry,
     the_throttle_isolates_clients_and_spares_cached_secrets,
     a_throttled_client_is_refused_then_served_again_as_its_bucket_refills,
