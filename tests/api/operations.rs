@@ -102,7 +102,7 @@ async fn a_call_in_flight_finishes_when_the_server_stops(backend: Backend) {
     .await;
     let (org, secret) = org_with_active_secret(&app).await;
     let mut client = app.secrets.clone();
-    let hashes = app.secret_service.hasher().computations();
+    let hashes = app.verifier.hasher().computations();
     let call = tokio::spawn(async move {
         client
             .verify_client_secret(VerifyClientSecretRequest {
@@ -111,7 +111,7 @@ async fn a_call_in_flight_finishes_when_the_server_stops(backend: Backend) {
             })
             .await
     });
-    let hasher = app.secret_service.hasher().clone();
+    let hasher = app.verifier.hasher().clone();
     wait_until(
         "the verification's argon2 work starts",
         Duration::from_secs(10),
