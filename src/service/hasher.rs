@@ -120,6 +120,11 @@ impl Hasher {
         Ok(hasher)
     }
 
+    /// How many callers wait for a worker now.
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Acquire)
+    }
+
     /// How many argon2 computations ran since start (hashes and verifications).
     pub fn computations(&self) -> u64 {
         self.inner.computations.load(Ordering::Relaxed)
@@ -152,14 +157,13 @@ impl Hasher {
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let inner = &self.inner;
-        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
-            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The place is given back when it drops: after the wait, or when the caller's
+        // RPC is cancelled while waiting (a dropped future runs no code after its
+        // `.await`, so a count lowered there would leak).
+        let place = QueuePlace::take(inner).ok_or_else(|| {
             METRICS.argon2_rejected.inc();
-            return Err(Error::Overloaded(
-                "too many secrets are waiting to be hashed; retry shortly",
-            ));
-        }
-        METRICS.argon2_waiting.inc();
+            Error::Overloaded("too many secrets are waiting to be hashed; retry shortly")
+        })?;
         let waited = std::time::Instant::now();
         let permit = inner
             .permits
@@ -167,19 +171,16 @@ impl Hasher {
             .acquire_owned()
             .instrument(tracing::info_span!("argon2.wait"))
             .await;
-        METRICS.argon2_waiting.dec();
+        drop(place);
         METRICS
             .argon2_queue_wait
             .observe(waited.elapsed().as_secs_f64());
-        inner.waiting.fetch_sub(1, Ordering::AcqRel);
         let permit = permit.map_err(|err| Error::Internal(Box::new(err)))?;
         let span = tracing::info_span!("argon2.work", op = name);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            METRICS.argon2_in_flight.inc();
-            let result = span.in_scope(work);
-            METRICS.argon2_in_flight.dec();
-            result
+            let _in_flight = InFlight::start();
+            span.in_scope(work)
         })
         .await
         .map_err(|err| Error::Internal(Box::new(err)))?
@@ -253,6 +254,47 @@ impl Hasher {
                     .map_err(internal)
             }
         }
+    }
+}
+
+/// One caller's place in the argon2 wait queue, counted in `waiting` and the
+/// `argon2_waiting` gauge for exactly as long as it lives.
+struct QueuePlace<'a> {
+    inner: &'a Inner,
+}
+
+impl<'a> QueuePlace<'a> {
+    /// A place, or `None` when the queue is full.
+    fn take(inner: &'a Inner) -> Option<Self> {
+        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
+            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        METRICS.argon2_waiting.inc();
+        Some(Self { inner })
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
+        METRICS.argon2_waiting.dec();
+    }
+}
+
+/// One running computation in the `argon2_in_flight` gauge, also if it panics.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        METRICS.argon2_in_flight.inc();
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.argon2_in_flight.dec();
     }
 }
 
@@ -356,5 +398,42 @@ mod tests {
             overloaded > 0,
             "12 hashes on 1 worker with a queue of 2 must refuse some"
         );
+    }
+
+    #[tokio::test]
+    async fn callers_cancelled_while_waiting_give_their_place_back() {
+        let hasher = Hasher::new(HasherConfig {
+            m_kib: 8192,
+            t: 4,
+            p: 1,
+            workers: 1,
+            queue: 2,
+        })
+        .unwrap();
+        let busy = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.hash("s".into()).await }
+        });
+        while hasher.inner.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // More cancelled waiters than the queue holds: a deadline passes while they
+        // wait for the one busy worker.
+        for _ in 0..5 {
+            let waiting =
+                tokio::time::timeout(std::time::Duration::from_millis(1), hasher.hash("s".into()))
+                    .await;
+            assert!(waiting.is_err(), "the worker is busy: the wait times out");
+        }
+        assert_eq!(
+            hasher.waiting(),
+            0,
+            "every cancelled waiter gave its place back"
+        );
+        busy.await.unwrap().unwrap();
+        hasher
+            .hash("s".into())
+            .await
+            .expect("the queue is not full of ghosts");
     }
 }

@@ -441,6 +441,16 @@ fn init_test_logs() {
     });
 }
 
+/// A well-formed wrong secret of the same row as the generated `secret`: same
+/// locator, fresh random part, a valid checksum — only the stored hash can tell.
+pub fn wrong_version_of(secret: &str) -> String {
+    use credd::domain::secret::{Presented, classify, generate_for};
+    let Presented::Generated { secret_id } = classify(secret) else {
+        panic!("not a generated secret")
+    };
+    secrecy::ExposeSecret::expose_secret(&generate_for(&secret_id)).to_owned()
+}
+
 /// The field names of the `BadRequest` violations in `status`.
 pub fn violated_fields(status: &Status) -> Vec<String> {
     use tonic_types::StatusExt as _;

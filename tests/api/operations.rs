@@ -403,14 +403,7 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
     );
     // A well-formed wrong secret of the same row: its checksum holds, so only the
     // store could say it is wrong.
-    let credd::domain::secret::Presented::Generated { secret_id } =
-        credd::domain::secret::classify(&secret)
-    else {
-        panic!("a generated secret")
-    };
-    let well_formed_wrong =
-        secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate_for(&secret_id))
-            .to_owned();
+    let well_formed_wrong = crate::helpers::wrong_version_of(&secret);
     for candidate in [
         secret.as_str(),
         well_formed_wrong.as_str(),

@@ -10,26 +10,13 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, TestApp, assert_code, spawn_app, spawn_app_with, spawn_replica, wait_until,
+    wrong_version_of,
 };
 
 /// A generated secret of `org`, still PENDING: its id and plaintext.
 async fn generate(app: &TestApp, org: &Org) -> (String, String) {
     let generated = app.generate_secret(&org.id).await;
     (generated.secret.unwrap().id, generated.plaintext)
-}
-
-fn wrong_version_of(secret: &str) -> String {
-    // Same locator, fresh random part and a valid checksum: well-formed, wrong.
-    let id = {
-        use base64::Engine as _;
-        let locator = &secret["credd_cs_".len().."credd_cs_".len() + 22];
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(locator)
-            .unwrap();
-        uuid::Uuid::from_slice(&bytes).unwrap().to_string()
-    };
-    let id = credd::domain::ids::SecretId::parse("secret_id", &id).unwrap();
-    secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate_for(&id)).to_owned()
 }
 
 async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
@@ -219,6 +206,58 @@ async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
     );
 }
 
+/// A gateway with a short deadline gives up on cold verifications while they wait
+/// for an argon2 worker. Each cancelled wait gives its queue place back: afterwards
+/// the queue is empty and another org's rightful secret verifies, instead of every
+/// cold verify answering RESOURCE_EXHAUSTED until a restart.
+async fn cancelled_verifications_give_their_queue_places_back(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.argon2_m_kib = 16 * 1024;
+        s.argon2_t = 2;
+        s.argon2_workers = Some(1);
+        s.argon2_queue = 4;
+        s.verify_throttle_rate = 0.0;
+    })
+    .await;
+    let victim = app.create_org().await;
+    let (_, victim_secret) = app.generate_and_activate(&victim.id).await;
+    let bystander = app.create_org().await;
+    let (_, rightful) = app.generate_and_activate(&bystander.id).await;
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let mut client = app.secrets.clone();
+            let mut request = tonic::Request::new(VerifyClientSecretRequest {
+                client_id: victim.client_id.clone(),
+                client_secret: wrong_version_of(&victim_secret),
+            });
+            request.set_timeout(Duration::from_millis(20));
+            tokio::spawn(async move { client.verify_client_secret(request).await })
+        })
+        .collect();
+    let mut cancelled = 0;
+    for call in calls {
+        if let Err(status) = call.await.unwrap()
+            && matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded)
+        {
+            cancelled += 1;
+        }
+    }
+    assert!(
+        cancelled > 4,
+        "more cancellations than the queue holds: {cancelled}"
+    );
+    wait_until(
+        "the argon2 queue empties",
+        Duration::from_secs(30),
+        async || app.verifier.hasher().waiting() == 0,
+    )
+    .await;
+    assert!(
+        app.verify(&bystander.client_id, &rightful).await.unwrap(),
+        "the rightful secret of another org verifies after the storm"
+    );
+}
+
 async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.verify_throttle_rate = 0.01;
@@ -389,6 +428,7 @@ both_backends!(
     a_secret_revoked_on_one_replica_is_refused_on_another_within_seconds,
     an_org_deleted_on_one_replica_is_refused_on_another_within_seconds,
     cold_verifications_past_the_queue_are_told_to_retry,
+    cancelled_verifications_give_their_queue_places_back,
     the_throttle_isolates_clients_and_spares_cached_secrets,
     a_throttled_client_is_refused_then_served_again_as_its_bucket_refills,
     no_sequence_of_operations_makes_a_wrong_secret_valid,
