@@ -402,8 +402,9 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// status code, caller and request id; use cases record the org.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let path = request.uri().path().trim_start_matches('/');
-    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    // Named only from the methods served: a made-up path is `unknown`.
+    let path = crate::grpc::auth::method_label(request.uri().path()).trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, path));
     let span = tracing::info_span!(
         "rpc",
         otel.name = %path,

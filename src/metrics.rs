@@ -9,20 +9,21 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// An RPC and the gRPC status code it answered.
+/// An RPC and the gRPC status code it answered. Both come from fixed sets (the
+/// methods credd serves, or `unknown`), never from what a caller sent.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
-    /// `/package.Service/Method`.
-    pub method: String,
+    /// `/package.Service/Method`, or `unknown`.
+    pub method: &'static str,
     /// The gRPC status code name (`OK`, `INVALID_ARGUMENT`, …).
-    pub code: String,
+    pub code: &'static str,
 }
 
 /// An RPC.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
-    /// `/package.Service/Method`.
-    pub method: String,
+    /// `/package.Service/Method`, or `unknown`.
+    pub method: &'static str,
 }
 
 /// A verification outcome: `valid`, or the reason it was refused.

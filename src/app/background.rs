@@ -135,24 +135,13 @@ pub(super) async fn probe_store(
     mut stop: Stop,
 ) {
     let mut serving = true;
+    record_pool(&store);
     while stop.sleep(PROBE_EVERY).await {
         let answered = matches!(
             tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
             Ok(Ok(()))
         );
-        let (open, idle) = store.pool_stats();
-        METRICS
-            .db_pool
-            .get_or_create(&PoolLabels {
-                state: "idle".into(),
-            })
-            .set(idle as i64);
-        METRICS
-            .db_pool
-            .get_or_create(&PoolLabels {
-                state: "in_use".into(),
-            })
-            .set(i64::from(open) - idle as i64);
+        record_pool(&store);
         if draining.load(Ordering::SeqCst) || answered == serving {
             continue;
         }
@@ -168,6 +157,23 @@ pub(super) async fn probe_store(
         }
         METRICS.serving.set(i64::from(serving));
     }
+}
+
+/// Sets the pool gauges from the store's connection pool.
+fn record_pool(store: &Store) {
+    let (open, idle) = store.pool_stats();
+    METRICS
+        .db_pool
+        .get_or_create(&PoolLabels {
+            state: "idle".into(),
+        })
+        .set(idle as i64);
+    METRICS
+        .db_pool
+        .get_or_create(&PoolLabels {
+            state: "in_use".into(),
+        })
+        .set(i64::from(open) - idle as i64);
 }
 
 /// Serves the Prometheus text exposition at /metrics until stop.

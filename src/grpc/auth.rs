@@ -4,9 +4,10 @@
 //! RPC's status code and latency in its span and in the metrics.
 
 use std::{
+    collections::HashSet,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, LazyLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -79,17 +80,17 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path());
         let request_id = request_id(request.headers());
         let mut caller_name = None;
         let mut refused = None;
-        if method.starts_with(CREDD_PATH_PREFIX) {
+        if request.uri().path().starts_with(CREDD_PATH_PREFIX) {
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
             let checked = self.authenticator.authenticate(header).and_then(|caller| {
-                match required_scope(&method) {
+                match required_scope(method) {
                     Some(scope) if caller.scopes.allow(scope) => Ok(caller),
                     Some(scope) => Err(Error::PermissionDenied(format!(
                         "this RPC needs the `{}` scope (or `admin`)",
@@ -139,8 +140,8 @@ where
             METRICS
                 .rpc_requests
                 .get_or_create(&RpcLabels {
-                    method: method.clone(),
-                    code: code_name(code).to_owned(),
+                    method,
+                    code: code_name(code),
                 })
                 .inc();
             METRICS
@@ -151,6 +152,43 @@ where
         })
     }
 }
+
+/// Every RPC this server serves, as `/package.Service/Method`, read once from the
+/// descriptors it was built with (credd's, health's and reflection's).
+static KNOWN_METHODS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    use prost::Message as _;
+    [
+        crate::pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .filter_map(|bytes| prost_types::FileDescriptorSet::decode(bytes).ok())
+    .flat_map(|set| set.file)
+    .flat_map(|file| {
+        let package = file.package().to_owned();
+        file.service.into_iter().flat_map(move |service| {
+            let prefix = format!("/{package}.{}/", service.name());
+            service
+                .method
+                .into_iter()
+                .map(move |method| format!("{prefix}{}", method.name()))
+        })
+    })
+    .map(|path| &*Box::leak(path.into_boxed_str()))
+    .collect()
+});
+
+/// What metrics and spans call the RPC at `path`: the path itself when it is one
+/// of the server's methods, else `unknown` — so a caller who sends endless
+/// distinct paths cannot grow the label sets, the /metrics page or memory.
+pub fn method_label(path: &str) -> &'static str {
+    KNOWN_METHODS.get(path).copied().unwrap_or(UNKNOWN_METHOD)
+}
+
+/// The label of every path the server does not serve.
+pub const UNKNOWN_METHOD: &str = "unknown";
 
 /// The canonical upper-case name of a gRPC status code.
 fn code_name(code: tonic::Code) -> &'static str {
