@@ -24,6 +24,9 @@ use crate::{
 /// How often health checks the store, and how long one check may take.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one read of the change feed (the counter, or opening the LISTEN
+/// connection) may take before the feed counts as unreadable.
+const FEED_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the tasks get for their last work at shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -221,17 +224,34 @@ async fn poll_change_counter(
     every: Duration,
     mut stop: Stop,
 ) {
-    let mut seen = store.change_version().await.ok();
+    let read = || tokio::time::timeout(FEED_TIMEOUT, store.change_version());
+    let mut seen = read().await.ok().and_then(Result::ok);
+    let mut unreadable = false;
     while stop.sleep(every).await {
-        match store.change_version().await {
-            Ok(version) if Some(version) == seen => {}
-            Ok(version) => {
-                cache.clear();
-                seen = Some(version);
+        match read().await {
+            Ok(Ok(version)) => {
+                if unreadable {
+                    tracing::info!("the change counter answers again");
+                    unreadable = false;
+                }
+                if Some(version) != seen {
+                    cache.clear();
+                    seen = Some(version);
+                }
             }
-            Err(_) => {
+            // An error, or no answer in time (a hung connection must not stop
+            // invalidation silently): what changed meanwhile is unknown.
+            failed => {
                 cache.clear();
                 seen = None;
+                if !unreadable {
+                    let error = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => format!("no answer within {FEED_TIMEOUT:?}"),
+                    };
+                    tracing::warn!(%error, "cannot read the change counter: forgetting every cached verification until it answers");
+                    unreadable = true;
+                }
             }
         }
     }
@@ -241,7 +261,11 @@ async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>, mut stop: Sto
     loop {
         let feed = tokio::select! {
             () = stop.requested() => return,
-            feed = store.change_feed() => feed,
+            feed = tokio::time::timeout(FEED_TIMEOUT, store.change_feed()) => {
+                feed.unwrap_or_else(|_| Err(crate::Error::Unavailable(
+                    format!("no LISTEN connection within {FEED_TIMEOUT:?}").into(),
+                )))
+            }
         };
         match feed {
             Ok(ChangeFeed::Notifications(mut listener)) => {

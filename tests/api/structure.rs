@@ -196,3 +196,45 @@ async fn a_locked_sqlite_database_answers_unavailable_for_writes_and_recovers() 
     app.create_org_with("After", "https://after.example", "")
         .await;
 }
+
+/// PostgreSQL only: the change-counter read hangs (another session holds a lock on
+/// the table, as a stuck migration or a hung connection would). The server must
+/// not wait for ever and keep serving cached verdicts it can no longer check: the
+/// read gives up after a bound and the cache is forgotten — while every other
+/// query, health's included, still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_change_feed_read_forgets_the_cache_instead_of_waiting_for_ever() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL lock test skipped");
+        return;
+    };
+    let app = spawn_app(backend).await;
+    let org = app.create_org().await;
+    let (_, plaintext) = app.generate_and_activate(&org.id).await;
+    app.wait_until_changes_are_taken_in().await;
+    assert!(app.verifies(&org.client_id, &plaintext).await);
+    assert_eq!(app.verifier.cache().len(), 1);
+
+    let db = sea_orm::Database::connect(app.database_url.as_str())
+        .await
+        .unwrap();
+    let lock = db.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE change_counter IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    wait_until(
+        "the cache is forgotten while the change counter cannot be read",
+        Duration::from_secs(6),
+        async || app.verifier.cache().is_empty(),
+    )
+    .await;
+    lock.rollback().await.unwrap();
+    db.close().await.unwrap();
+
+    // Readable again: verdicts are cached and kept once more.
+    app.wait_until_changes_are_taken_in().await;
+    assert!(app.verifies(&org.client_id, &plaintext).await);
+    assert_eq!(app.verifier.cache().len(), 1);
+}
