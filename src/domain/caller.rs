@@ -118,6 +118,24 @@ impl Scopes {
         self.iter().map(Scope::as_str).collect::<Vec<_>>().join(" ")
     }
 
+    /// Reads the names a token was stored with, keeping the scopes this build knows
+    /// and returning the others: a token written by a newer version during a
+    /// rolling deploy keeps what this version can enforce, and never stops the
+    /// other tokens (or their revocations) from loading.
+    pub fn parse_stored(names: &str) -> (Self, Vec<String>) {
+        let mut unknown = Vec::new();
+        let scopes = names
+            .split([' ', ','])
+            .filter(|n| !n.is_empty())
+            .filter_map(|name| {
+                Scope::parse(name)
+                    .map_err(|_| unknown.push(name.to_owned()))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        (Scopes::of(scopes), unknown)
+    }
+
     /// Parses space- or comma-separated names; at least one.
     pub fn parse_names(names: &str) -> Result<Self, Violation> {
         let scopes = names
@@ -279,6 +297,14 @@ impl NewToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_scopes_keep_the_known_and_return_the_unknown() {
+        let (scopes, unknown) = Scopes::parse_stored("orgs:read billing:write,apps:read");
+        assert_eq!(scopes, Scopes::of([Scope::OrgsRead, Scope::AppsRead]));
+        assert_eq!(unknown, ["billing:write"]);
+        assert_eq!(Scopes::parse_stored("future:only").0, Scopes::default());
+    }
 
     #[test]
     fn generated_tokens_are_prefixed_checksummed_and_distinct() {

@@ -39,6 +39,7 @@ pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
     tokens: RwLock<Arc<HashMap<[u8; 32], Entry>>>,
     used: Mutex<HashSet<CallerTokenId>>,
+    warned_unknown_scopes: Mutex<HashSet<CallerTokenId>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -58,6 +59,7 @@ impl Authenticator {
             bootstrap_digest: bootstrap_token.map(|t| caller::token_digest(t.as_bytes())),
             tokens: RwLock::default(),
             used: Mutex::default(),
+            warned_unknown_scopes: Mutex::default(),
             clock,
         }
     }
@@ -109,8 +111,12 @@ impl Authenticator {
                      digest,
                      name,
                      scopes,
+                     unknown_scopes,
                      expire_time,
                  }| {
+                    if !unknown_scopes.is_empty() {
+                        self.warn_unknown_scopes(&id, &name, &unknown_scopes);
+                    }
                     let digest = decode_hex(&digest)?;
                     Some((
                         digest,
@@ -127,6 +133,22 @@ impl Authenticator {
             *tokens = Arc::new(map);
         }
         Ok(())
+    }
+
+    /// Logs, once per token, the stored scopes this build ignores.
+    fn warn_unknown_scopes(&self, id: &CallerTokenId, name: &str, unknown: &[String]) {
+        let first_time = self
+            .warned_unknown_scopes
+            .lock()
+            .is_ok_and(|mut warned| warned.insert(id.clone()));
+        if first_time {
+            tracing::warn!(
+                token = name,
+                unknown_scopes = %unknown.join(" "),
+                "caller token has scopes this version does not know (written by a newer credd?): \
+                 they grant nothing here; its other scopes apply"
+            );
+        }
     }
 
     /// Writes `last_used_time` for the tokens used since the last flush.

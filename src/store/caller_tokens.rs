@@ -34,19 +34,15 @@ pub struct LiveToken {
     pub scopes: Scopes,
     /// When it stops working, if ever.
     pub expire_time: Option<DateTime<Utc>>,
+    /// Stored scope names this build does not know (written by a newer version);
+    /// the token works with `scopes` alone.
+    pub unknown_scopes: Vec<String>,
 }
 
-fn scopes_of(row: &caller_tokens::Model) -> Result<Scopes, Error> {
-    Scopes::parse_names(&row.scopes)
-        .map_err(|v| Error::Internal(format!("caller token {}: {}", row.name, v.reason).into()))
-}
-
-impl TryFrom<caller_tokens::Model> for CallerToken {
-    type Error = Error;
-
-    fn try_from(row: caller_tokens::Model) -> Result<Self, Error> {
-        Ok(CallerToken {
-            scopes: scopes_of(&row)?,
+impl From<caller_tokens::Model> for CallerToken {
+    fn from(row: caller_tokens::Model) -> Self {
+        CallerToken {
+            scopes: Scopes::parse_stored(&row.scopes).0,
             id: CallerTokenId::from_stored(row.id),
             name: row.name,
             hint: row.hint,
@@ -54,7 +50,7 @@ impl TryFrom<caller_tokens::Model> for CallerToken {
             expire_time: row.expire_time,
             revoke_time: row.revoke_time,
             last_used_time: row.last_used_time,
-        })
+        }
     }
 }
 
@@ -90,21 +86,21 @@ impl Store {
             field: "name",
         };
         let written = row.insert(&txn).await;
-        commit_with_event(txn, written, taken, event, now)
+        Ok(commit_with_event(txn, written, taken, event, now)
             .await?
-            .try_into()
+            .into())
     }
 
     /// Every caller token, live or not, oldest first (never the digests).
     #[tracing::instrument(name = "store.list_tokens", skip_all)]
     pub async fn list_tokens(&self) -> Result<Vec<CallerToken>, Error> {
-        caller_tokens::Entity::find()
+        Ok(caller_tokens::Entity::find()
             .order_by_asc(caller_tokens::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()
-            .map(CallerToken::try_from)
-            .collect()
+            .map(CallerToken::from)
+            .collect())
     }
 
     /// How many caller tokens were ever created.
@@ -116,21 +112,23 @@ impl Store {
     /// The tokens that are not revoked (expiry is judged at use).
     #[tracing::instrument(name = "store.live_tokens", skip_all)]
     pub async fn live_tokens(&self) -> Result<Vec<LiveToken>, Error> {
-        caller_tokens::Entity::find()
+        Ok(caller_tokens::Entity::find()
             .filter(caller_tokens::Column::RevokeTime.is_null())
             .all(&self.db)
             .await?
             .into_iter()
             .map(|row| {
-                Ok(LiveToken {
-                    scopes: scopes_of(&row)?,
+                let (scopes, unknown_scopes) = Scopes::parse_stored(&row.scopes);
+                LiveToken {
+                    scopes,
+                    unknown_scopes,
                     id: CallerTokenId::from_stored(row.id),
                     digest: row.digest,
                     name: row.name,
                     expire_time: row.expire_time,
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Revokes the live token named `name`.

@@ -413,7 +413,55 @@ async fn the_token_commands_print_a_token_once_and_never_list_it(backend: Backen
     );
 }
 
+/// During a rolling deploy a newer credd may store a token with a scope this
+/// version does not know. That token keeps the scopes this version knows, and the
+/// reload of every other token goes on — a revocation made meanwhile is enforced.
+async fn a_scope_from_a_newer_version_spoils_neither_its_token_nor_any_revocation(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let (store, tokens) = tokens_of(&app).await;
+    let doomed = create_token(&tokens, "doomed", &[Scope::OrgsRead], None).await;
+    let newer = create_token(&tokens, "from-newer", &[Scope::OrgsRead], None).await;
+    app.authenticator.reload(&store).await.unwrap();
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(&doomed)).await,
+        Code::Ok
+    );
+
+    app.execute_sql(
+        "UPDATE caller_tokens SET scopes = 'orgs:read billing:write' WHERE name = 'from-newer'",
+    )
+    .await
+    .unwrap();
+    tokens.revoke(&Actor::cli(), "doomed").await.unwrap();
+    app.authenticator
+        .reload(&store)
+        .await
+        .expect("one unknown scope does not fail the reload");
+
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(&doomed)).await,
+        Code::Unauthenticated,
+        "the revocation is enforced"
+    );
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(&newer)).await,
+        Code::Ok,
+        "the known scope still applies"
+    );
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/CreateOrg", Some(&newer)).await,
+        Code::PermissionDenied,
+        "the unknown scope grants nothing"
+    );
+    let listed = tokens.list().await.unwrap();
+    let from_newer = listed.iter().find(|t| t.name == "from-newer").unwrap();
+    assert_eq!(from_newer.scopes, Scopes::of([Scope::OrgsRead]));
+}
+
 both_backends!(
+    a_scope_from_a_newer_version_spoils_neither_its_token_nor_any_revocation,
     every_rpc_needs_exactly_its_scope,
     a_gateway_token_verifies_and_checks_redirects_and_nothing_else,
     a_revoked_token_stops_working_within_seconds_without_a_restart,
