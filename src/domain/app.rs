@@ -300,10 +300,22 @@ pub fn validate(
                 })
                 .collect(),
         },
-        Platform::Web => AppKind::Web {
-            callback_url: record(parse_callback_url("callback_url", &input.callback_url)),
-            require_pkce: input.require_pkce.unwrap_or(true),
-        },
+        Platform::Web => {
+            let callback_url = record(parse_callback_url("callback_url", &input.callback_url));
+            let require_pkce = input.require_pkce.unwrap_or(true);
+            let loopback = url::Url::parse(&callback_url).is_ok_and(|url| is_loopback(&url));
+            if loopback && !require_pkce {
+                violations.push(Violation::new(
+                    "require_pkce",
+                    "must be true for a loopback callback: an app on the user's machine is a public \
+                     client and cannot keep a secret, so it must use PKCE (RFC 9700)",
+                ));
+            }
+            AppKind::Web {
+                callback_url,
+                require_pkce,
+            }
+        }
     };
     if violations.is_empty() {
         Ok(ValidApp { name, kind })
@@ -490,6 +502,7 @@ fn reject_oversized_or_wildcard(field: &str, value: &str) -> Result<(), Violatio
     if value.len() > super::org::MAX_URL_LEN {
         return Err(Violation::new(field, "must be at most 2048 characters"));
     }
+    super::link::check_url_text(field, value)?;
     if value.contains('*') {
         return Err(Violation::new(
             field,
@@ -518,17 +531,25 @@ fn has_custom_scheme(value: &str) -> bool {
     })
 }
 
+/// Whether `url` is on a loopback host: a loopback IP literal or `localhost`.
 fn is_loopback(url: &url::Url) -> bool {
+    is_loopback_ip(url)
+        || matches!(url.host(), Some(url::Host::Domain(domain)) if domain.eq_ignore_ascii_case("localhost"))
+}
+
+/// Whether `url`'s host is a loopback IP literal (127.0.0.0/8 or ::1).
+fn is_loopback_ip(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        None => false,
+        _ => false,
     }
 }
 
 /// Whether `presented` is the registered redirect URI `registered`: the exact
-/// string, except that a loopback http callback accepts any port (RFC 8252 §7.3).
+/// string, except that an http callback on a loopback IP literal accepts any port
+/// (RFC 8252 §7.3). `localhost` is matched exactly, port included: RFC 8252 §8.3
+/// warns that the name can resolve elsewhere, so it gets no wildcard.
 pub fn redirect_matches(registered: &str, presented: &str) -> bool {
     if registered == presented {
         return true;
@@ -536,7 +557,7 @@ pub fn redirect_matches(registered: &str, presented: &str) -> bool {
     let Ok(url) = url::Url::parse(registered) else {
         return false;
     };
-    if url.scheme() != "http" || !is_loopback(&url) {
+    if url.scheme() != "http" || !is_loopback_ip(&url) {
         return false;
     }
     match (without_port(registered), without_port(presented)) {
@@ -690,6 +711,14 @@ mod tests {
         ));
         assert!(!redirect_matches(
             "http://127.0.0.1:8080/cb",
+            "http://localhost:8080/cb"
+        ));
+        assert!(
+            !redirect_matches("http://localhost:8080/cb", "http://localhost:9090/cb"),
+            "localhost gets no port wildcard"
+        );
+        assert!(redirect_matches(
+            "http://localhost:8080/cb",
             "http://localhost:8080/cb"
         ));
         assert!(!redirect_matches(

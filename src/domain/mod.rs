@@ -6,6 +6,7 @@ pub mod audit;
 pub mod caller;
 pub mod host;
 pub mod ids;
+pub mod link;
 pub mod org;
 pub mod paging;
 pub mod secret;

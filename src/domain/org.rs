@@ -198,6 +198,7 @@ pub fn parse_https_url(field: &str, value: &str) -> Result<String, Violation> {
     if value.len() > MAX_URL_LEN {
         return Err(Violation::new(field, "must be at most 2048 characters"));
     }
+    super::link::check_url_text(field, value)?;
     let url = url::Url::parse(value).map_err(|_| {
         Violation::new(
             field,

@@ -10,6 +10,7 @@ use prost_types::FieldMask;
 use tonic::Code;
 
 use crate::helpers::{Backend, TestApp, assert_code, assert_invalid, collect_pages, spawn_app};
+use credd::pb::{CreateOrgRequest, UpdateOrgRequest};
 
 const TEAM: &str = "ABCDE12345";
 
@@ -258,6 +259,148 @@ async fn web_apps_register_one_https_or_loopback_callback(backend: Backend) {
     );
 }
 
+/// RFC 8252 §8.3: `localhost` may resolve elsewhere, so it is matched exactly,
+/// port included; only loopback IP literals get the port wildcard of §7.3. And a
+/// loopback app is a public client: it must use PKCE (RFC 9700).
+async fn localhost_callbacks_match_exactly_and_loopback_callbacks_require_pkce(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let org = org(&app).await;
+    let local = create(&mut app, web(&org, "http://localhost:8080/cb"))
+        .await
+        .unwrap();
+    create(&mut app, web(&org, "http://127.0.0.1:8080/cb"))
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&mut app, &org.client_id, "http://localhost:8080/cb")
+            .await
+            .app_registration_id,
+        local.id
+    );
+    assert!(
+        !check(&mut app, &org.client_id, "http://localhost:9090/cb")
+            .await
+            .allowed,
+        "localhost gets no port wildcard"
+    );
+    assert!(
+        check(&mut app, &org.client_id, "http://127.0.0.1:9090/cb")
+            .await
+            .allowed,
+        "a loopback IP literal does"
+    );
+    for loopback in ["http://[::1]:8080/cb", "http://localhost:4000/cb"] {
+        assert_invalid(
+            create(
+                &mut app,
+                CreateAppRegistrationRequest {
+                    require_pkce: Some(false),
+                    ..web(&org, loopback)
+                },
+            )
+            .await,
+            "require_pkce",
+        );
+    }
+    // Nor can an update turn PKCE off on a loopback callback.
+    let mut patch = local.clone();
+    patch.require_pkce = false;
+    assert_invalid(
+        app.apps
+            .update_app_registration(UpdateAppRegistrationRequest {
+                app_registration: Some(patch),
+                update_mask: Some(FieldMask {
+                    paths: vec!["require_pkce".into()],
+                }),
+            })
+            .await,
+        "app_registration.require_pkce",
+    );
+}
+
+/// Control characters, spaces and dot-segments in any URL a gateway may copy
+/// into a Location header are refused naming the field, never stored.
+async fn urls_with_control_characters_spaces_or_dot_segments_are_refused(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let bad_tails = [
+        "/a\r\nSet-Cookie: x=1",
+        "/a\tb",
+        "/a\0",
+        "/a b",
+        "/a/../cb",
+        "/./cb",
+    ];
+    for tail in bad_tails {
+        assert_invalid(
+            app.orgs
+                .create_org(CreateOrgRequest {
+                    name: "Acme".into(),
+                    main_website: format!("https://acme.example{tail}"),
+                    custom_domain: String::new(),
+                })
+                .await,
+            "main_website",
+        );
+    }
+    let org = org(&app).await;
+    for tail in bad_tails {
+        assert_invalid(
+            create(
+                &mut app,
+                web(&org, &format!("https://app.example.com{tail}")),
+            )
+            .await,
+            "callback_url",
+        );
+        assert_invalid(
+            create(
+                &mut app,
+                ios(
+                    &org,
+                    "com.example.app",
+                    &format!("https://links.example.net{tail}"),
+                ),
+            )
+            .await,
+            "app_link",
+        );
+        let mut patch = org.clone();
+        patch.main_website = format!("https://acme.example{tail}");
+        assert_invalid(
+            app.orgs
+                .update_org(UpdateOrgRequest {
+                    org: Some(patch),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["main_website".into()],
+                    }),
+                })
+                .await,
+            "org.main_website",
+        );
+    }
+    assert!(
+        app.apps
+            .list_app_registrations(ListAppRegistrationsRequest {
+                org_id: org.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .app_registrations
+            .is_empty(),
+        "nothing was stored"
+    );
+    create(&mut app, web(&org, "https://app.example.com/cb"))
+        .await
+        .unwrap();
+    assert!(
+        !check(&mut app, &org.client_id, "https://app.example.com/cb\r\n")
+            .await
+            .allowed
+    );
+}
+
 async fn duplicates_within_an_org_already_exist(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let org = org(&app).await;
@@ -307,15 +450,9 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
     )
     .await
     .unwrap();
-    let dev = create(
-        &mut app,
-        CreateAppRegistrationRequest {
-            require_pkce: Some(false),
-            ..web(&org, "http://127.0.0.1:8080/cb")
-        },
-    )
-    .await
-    .unwrap();
+    let dev = create(&mut app, web(&org, "http://127.0.0.1:8080/cb"))
+        .await
+        .unwrap();
 
     let ok = check(
         &mut app,
@@ -343,7 +480,7 @@ async fn the_gateway_redirect_check_is_exact(backend: Backend) {
             ok.app_registration_id.as_str(),
             ok.pkce_required
         ),
-        (true, dev.id.as_str(), false)
+        (true, dev.id.as_str(), true)
     );
 
     for refused in [
@@ -667,6 +804,8 @@ async fn association_files_are_rendered_for_each_link_host(backend: Backend) {
 }
 
 both_backends!(
+    localhost_callbacks_match_exactly_and_loopback_callbacks_require_pkce,
+    urls_with_control_characters_spaces_or_dot_segments_are_refused,
     native_apps_need_an_https_link_off_the_main_website_host,
     web_apps_register_one_https_or_loopback_callback,
     duplicates_within_an_org_already_exist,
