@@ -324,6 +324,8 @@ impl App {
         background.spawn(|stop| background::refresh_callers(authenticator, store, stop));
         let verifier = self.verifier.clone();
         background.spawn(|stop| background::flush_failed_verifications(verifier, stop));
+        let verifier = self.verifier.clone();
+        background.spawn(|stop| background::flush_refusal_log(verifier, stop));
         let (store, cache) = (self.store.clone(), self.verifier.cache().clone());
         let poll_every = self.change_poll_interval;
         background.spawn(|stop| background::follow_changes(store, cache, poll_every, stop));

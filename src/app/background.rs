@@ -127,6 +127,15 @@ pub(super) async fn flush_failed_verifications(verifier: VerifyService, mut stop
     verifier.flush_failed_verifications().await;
 }
 
+/// Sums up refused verifications in the log every few seconds, and once more at
+/// stop.
+pub(super) async fn flush_refusal_log(verifier: VerifyService, mut stop: Stop) {
+    while stop.sleep(crate::service::verify::REFUSAL_LOG_EVERY).await {
+        verifier.flush_refusal_log();
+    }
+    verifier.flush_refusal_log();
+}
+
 /// Keeps health truthful: every service and "" are SERVING only while the store
 /// answers a ping within the timeout (and until shutdown begins, which the server
 /// reports itself).

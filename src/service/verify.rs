@@ -30,6 +30,10 @@ use crate::{
     store::{Store, audit::NewEvent, client_secrets::Candidate},
 };
 
+/// How often the refusals of one org (or of all unknown clients) are summed up in
+/// one log line.
+pub const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often at most `last_used_time` is written for one secret.
 const LAST_USED_EVERY: Duration = Duration::minutes(1);
 
@@ -99,6 +103,25 @@ impl Judged {
     }
 }
 
+/// Where a refusal is logged: its org (the client exists), or one bucket for all
+/// clients that do not exist and one for malformed client IDs — bounded by the
+/// number of orgs, whatever callers send.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RefusalKey {
+    Org(OrgId),
+    UnknownClient,
+    MalformedClient,
+}
+
+/// Refusals of one key since its last log line.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// A client ID to name in the line (well-formed, so never a secret).
+    client_id: Option<ClientId>,
+    /// Refusals not yet logged, by reason.
+    unlogged: std::collections::BTreeMap<&'static str, u64>,
+}
+
 /// Counts of verification outcomes since start.
 #[derive(Debug, Default)]
 pub struct VerifyCounters {
@@ -151,6 +174,7 @@ pub struct VerifyService {
     cache: Arc<VerifyCache>,
     throttle: Arc<Throttle>,
     failed_by_org: Arc<Mutex<HashMap<OrgId, u64>>>,
+    refusal_log: Arc<Mutex<HashMap<RefusalKey, Refusals>>>,
     last_used_written: Arc<Mutex<HashMap<SecretId, DateTime<Utc>>>>,
 }
 
@@ -173,6 +197,7 @@ impl VerifyService {
             cache,
             throttle: Arc::new(throttle),
             failed_by_org: Arc::default(),
+            refusal_log: Arc::default(),
             last_used_written: Arc::default(),
         }
     }
@@ -206,10 +231,10 @@ impl VerifyService {
             // It may be a secret sent in the wrong field: it stays out of the logs.
             let verdict = Verdict::Invalid(Refusal::MalformedClientId);
             self.counters.count(&verdict);
-            tracing::info!(
-                client_id = "(malformed, not logged)",
-                reason = Refusal::MalformedClientId.as_str(),
-                "client secret refused"
+            self.log_refusal(
+                RefusalKey::MalformedClient,
+                None,
+                Refusal::MalformedClientId,
             );
             return Ok(verdict);
         };
@@ -257,8 +282,11 @@ impl VerifyService {
                 }
             }
             Verdict::Invalid(refusal) => {
-                tracing::info!(%client_id, reason = refusal.as_str(), "client secret refused");
-                self.count_failure(client_id, judged.org_id).await;
+                let key = match self.count_failure(client_id, judged.org_id).await {
+                    Some(org_id) => RefusalKey::Org(org_id),
+                    None => RefusalKey::UnknownClient,
+                };
+                self.log_refusal(key, Some(client_id), *refusal);
             }
         }
         Ok(judged.verdict)
@@ -327,21 +355,69 @@ impl VerifyService {
     }
 
     /// Counts a failed verification against its org (when the client exists), for
-    /// the `verify.failed` audit events. Best effort: a store error is logged.
-    async fn count_failure(&self, client_id: &ClientId, org_id: Option<OrgId>) {
+    /// the `verify.failed` audit events, and answers that org. Best effort: a store
+    /// error is logged.
+    async fn count_failure(&self, client_id: &ClientId, org_id: Option<OrgId>) -> Option<OrgId> {
         let org_id = match org_id {
             Some(org_id) => org_id,
             None => match self.store.find_org_by_client_id(client_id).await {
                 Ok(Some(org)) => org.id,
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(err) => {
                     tracing::warn!(%client_id, error = %err, "could not count a failed verification");
-                    return;
+                    return None;
                 }
             },
         };
         if let Ok(mut failed) = self.failed_by_org.lock() {
-            *failed.entry(org_id).or_default() += 1;
+            *failed.entry(org_id.clone()).or_default() += 1;
+        }
+        Some(org_id)
+    }
+
+    /// Logs a refusal: the first of its key in an interval at once (an operator
+    /// trying one bad secret sees it), the rest summed up by
+    /// [`VerifyService::flush_refusal_log`] — so a flood of wrong secrets is a
+    /// couple of lines per org per interval, not a line per request.
+    fn log_refusal(&self, key: RefusalKey, client_id: Option<&ClientId>, refusal: Refusal) {
+        let first = match self.refusal_log.lock() {
+            Ok(mut log) => {
+                let first = !log.contains_key(&key);
+                let entry = log.entry(key.clone()).or_default();
+                if entry.client_id.is_none() {
+                    entry.client_id = client_id.cloned();
+                }
+                if !first {
+                    *entry.unlogged.entry(refusal.as_str()).or_default() += 1;
+                }
+                first
+            }
+            Err(_) => false,
+        };
+        if first {
+            log_refusals(&key, client_id, refusal.as_str(), 1);
+        }
+    }
+
+    /// Writes one line per org (and for unknown or malformed clients) with the
+    /// refusals not logged since the last flush, and starts a new interval.
+    pub fn flush_refusal_log(&self) {
+        let log = match self.refusal_log.lock() {
+            Ok(mut log) => std::mem::take(&mut *log),
+            Err(_) => return,
+        };
+        for (key, refusals) in log {
+            if refusals.unlogged.is_empty() {
+                continue;
+            }
+            let count = refusals.unlogged.values().sum();
+            let reasons = refusals
+                .unlogged
+                .iter()
+                .map(|(reason, n)| format!("{reason}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            log_refusals(&key, refusals.client_id.as_ref(), &reasons, count);
         }
     }
 
@@ -386,5 +462,30 @@ impl VerifyService {
                 }
             });
         }
+    }
+}
+
+/// One log line for `count` refusals of `key`, with their reasons.
+fn log_refusals(key: &RefusalKey, client_id: Option<&ClientId>, reasons: &str, count: u64) {
+    match key {
+        RefusalKey::Org(org_id) => tracing::info!(
+            %org_id,
+            client_id = %client_id.map(ClientId::as_str).unwrap_or_default(),
+            count,
+            reasons,
+            "client secret refused"
+        ),
+        RefusalKey::UnknownClient => tracing::info!(
+            client_id = %client_id.map(ClientId::as_str).unwrap_or_default(),
+            count,
+            reasons,
+            "client secret refused: no such client"
+        ),
+        RefusalKey::MalformedClient => tracing::info!(
+            client_id = "(malformed, not logged)",
+            count,
+            reasons,
+            "client secret refused"
+        ),
     }
 }

@@ -399,7 +399,118 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
     }
 }
 
+/// A flood of wrong secrets is a few summing-up lines per org, not a line per
+/// request: the first refusal of each org (and of unknown or malformed clients) is
+/// logged at once, the rest counted into one line per interval and at shutdown.
+async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend: Backend) {
+    use credd::pb::VerifyClientSecretRequest;
+    const TOKEN: &str = "log-flood-token-0123456789abcdef0123456789";
+
+    let (_db, url) = TestDb::create(&backend).await;
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("credd.log");
+    let port = free_port();
+    let mut server = Server(
+        credd()
+            .env("CREDD_DATABASE_URL", &url)
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
+            .env("CREDD_LOG", "info")
+            .env("CREDD_LOG_FORMAT", "json")
+            .env("CREDD_ARGON2_M_KIB", "64")
+            .env("CREDD_ARGON2_T", "1")
+            .env("CREDD_VERIFY_THROTTLE_RATE", "0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let clients = Clients::new(wait_until_serving(port).await, Some(TOKEN));
+    let org = clients.create_org().await;
+    let (_, secret) = clients.generate_and_activate(&org.id).await;
+    let mut secrets = clients.secrets.clone();
+    let mut verify = async |client_id: String, client_secret: String| {
+        let answer = secrets
+            .verify_client_secret(VerifyClientSecretRequest {
+                client_id,
+                client_secret,
+            })
+            .await
+            .unwrap();
+        assert!(!answer.into_inner().valid);
+    };
+    for _ in 0..200 {
+        verify(
+            org.client_id.clone(),
+            crate::helpers::wrong_version_of(&secret),
+        )
+        .await;
+    }
+    for i in 0..50 {
+        verify(
+            format!("{i:032x}"),
+            crate::helpers::wrong_version_of(&secret),
+        )
+        .await;
+    }
+    for _ in 0..50 {
+        verify(secret.clone(), org.client_id.clone()).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until(
+        "credd stops on SIGTERM",
+        Duration::from_secs(20),
+        async || server.0.try_wait().unwrap().is_some(),
+    )
+    .await;
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let refusals: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("client secret refused"))
+        })
+        .collect();
+    let counted = |pick: &dyn Fn(&serde_json::Value) -> bool| -> u64 {
+        refusals
+            .iter()
+            .filter(|line| pick(line))
+            .map(|line| line["fields"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        refusals.len() <= 9,
+        "at most a first line and a couple of sums per org and bucket, got {}:\n{log}",
+        refusals.len()
+    );
+    assert_eq!(
+        counted(&|l| l["fields"]["org_id"] == org.id.as_str()),
+        200,
+        "{log}"
+    );
+    assert_eq!(
+        counted(&|l| l["fields"]["message"] == "client secret refused: no such client"),
+        50
+    );
+    assert_eq!(
+        counted(&|l| l["fields"]["client_id"] == "(malformed, not logged)"),
+        50
+    );
+    assert!(
+        !log.contains(&secret),
+        "the secret sent as client_id is not logged"
+    );
+}
+
 both_backends!(
+    a_flood_of_refused_verifications_is_a_few_log_lines_with_counts,
     migrate_then_serve_with_a_generated_token_and_stop_on_sigterm,
     no_secret_or_token_reaches_the_logs_even_at_trace,
     a_config_file_sits_under_the_variables,
