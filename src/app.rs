@@ -167,6 +167,7 @@ impl App {
                 .bootstrap_token
                 .as_ref()
                 .map(ExposeSecret::expose_secret),
+            settings.bootstrap_token_expire,
             clock.clone(),
         ));
         authenticator

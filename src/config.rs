@@ -50,6 +50,13 @@ pub struct Settings {
           value_parser = parse_bootstrap_token, global = true)]
     pub bootstrap_token: Option<SecretString>,
 
+    /// When CREDD_BOOTSTRAP_TOKEN stops being accepted (RFC 3339, such as
+    /// `2026-12-31T00:00:00Z`); unset: it never expires. Set it in production, or
+    /// unset the token once named tokens exist.
+    #[arg(long, env = "CREDD_BOOTSTRAP_TOKEN_EXPIRE", value_name = "TIME",
+          value_parser = parse_bootstrap_token_expire, global = true)]
+    pub bootstrap_token_expire: Option<chrono::DateTime<chrono::Utc>>,
+
     /// Login host of orgs that set no custom domain.
     #[arg(long, env = "CREDD_DEFAULT_LOGIN_DOMAIN", default_value = "login.credd.local",
           value_name = "HOST", value_parser = parse_login_domain, global = true)]
@@ -312,6 +319,15 @@ fn parse_bootstrap_token(value: &str) -> Result<SecretString, String> {
         );
     }
     Ok(value.into())
+}
+
+fn parse_bootstrap_token_expire(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|time| time.to_utc())
+        .map_err(|_| {
+            "CREDD_BOOTSTRAP_TOKEN_EXPIRE must be an RFC 3339 time such as 2026-12-31T00:00:00Z"
+                .into()
+        })
 }
 
 fn parse_login_domain(value: &str) -> Result<String, String> {

@@ -138,7 +138,8 @@ async fn serve(settings: Settings) -> Result<(), app::StartError> {
     if !bootstrap_set && let Some(token) = app.first_admin_token().await? {
         println!(
             "credd: created the first caller token, `admin` (scope admin). It is shown only now; \
-             `credd token create` makes more, and CREDD_BOOTSTRAP_TOKEN sets a fixed admin token:"
+             `credd token create` makes named ones, then `credd token revoke admin` retires this one \
+             (it stays in the container's log otherwise):"
         );
         println!("export CREDD_TOKEN={}", token.reveal());
     }

@@ -37,6 +37,8 @@ struct Entry {
 /// Checks caller tokens against the bootstrap token and the live stored tokens.
 pub struct Authenticator {
     bootstrap_digest: Option<[u8; 32]>,
+    bootstrap_expire: Option<chrono::DateTime<chrono::Utc>>,
+    bootstrap_expiry_logged: std::sync::atomic::AtomicBool,
     tokens: RwLock<Arc<HashMap<[u8; 32], Entry>>>,
     used: Mutex<HashSet<CallerTokenId>>,
     warned_unknown_scopes: Mutex<HashSet<CallerTokenId>>,
@@ -52,11 +54,18 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Accepts `bootstrap_token` (when set) as an admin caller, and stored tokens
-    /// once [`Authenticator::reload`] has read them.
-    pub fn new(bootstrap_token: Option<&str>, clock: Arc<dyn Clock>) -> Self {
+    /// Accepts `bootstrap_token` (when set) as an admin caller until
+    /// `bootstrap_expire` (if set), and stored tokens once
+    /// [`Authenticator::reload`] has read them.
+    pub fn new(
+        bootstrap_token: Option<&str>,
+        bootstrap_expire: Option<chrono::DateTime<chrono::Utc>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             bootstrap_digest: bootstrap_token.map(|t| caller::token_digest(t.as_bytes())),
+            bootstrap_expire,
+            bootstrap_expiry_logged: std::sync::atomic::AtomicBool::new(false),
             tokens: RwLock::default(),
             used: Mutex::default(),
             warned_unknown_scopes: Mutex::default(),
@@ -75,7 +84,18 @@ impl Authenticator {
         if let Some(bootstrap) = &self.bootstrap_digest
             && bool::from(bootstrap.ct_eq(&presented))
         {
-            return Ok(Caller::bootstrap());
+            return match self.bootstrap_expire {
+                Some(expiry) if expiry <= self.clock.now() => {
+                    if !self
+                        .bootstrap_expiry_logged
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(%expiry, "CREDD_BOOTSTRAP_TOKEN was presented after CREDD_BOOTSTRAP_TOKEN_EXPIRE: refused");
+                    }
+                    Err(Error::Unauthenticated)
+                }
+                _ => Ok(Caller::bootstrap()),
+            };
         }
         if !caller::is_well_formed_token(token) {
             return Err(Error::Unauthenticated);
@@ -256,7 +276,7 @@ mod tests {
 
     #[test]
     fn only_the_bootstrap_token_as_bearer_is_accepted() {
-        let auth = Authenticator::new(Some("s3cret-token"), Arc::new(SystemClock));
+        let auth = Authenticator::new(Some("s3cret-token"), None, Arc::new(SystemClock));
         assert!(auth.authenticate(Some(b"Bearer s3cret-token")).is_ok());
         for bad in [
             &b"Bearer s3cret-tokeN"[..],
@@ -278,7 +298,7 @@ mod tests {
 
     #[test]
     fn debug_output_never_holds_the_token() {
-        let auth = Authenticator::new(Some("s3cret-token"), Arc::new(SystemClock));
+        let auth = Authenticator::new(Some("s3cret-token"), None, Arc::new(SystemClock));
         assert!(!format!("{auth:?}").contains("s3cret"));
     }
 

@@ -467,3 +467,24 @@ both_backends!(
     a_revoked_token_stops_working_within_seconds_without_a_restart,
     the_token_commands_print_a_token_once_and_never_list_it,
 );
+
+/// CREDD_BOOTSTRAP_TOKEN_EXPIRE ends the standing admin credential: before it the
+/// bootstrap token works, after it (on the server's clock) it is UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_token_stops_working_at_its_expiry() {
+    let clock = std::sync::Arc::new(credd::service::ManualClock::new(chrono::Utc::now()));
+    let expiry = credd::service::Clock::now(clock.as_ref()) + chrono::Duration::hours(1);
+    let app = crate::helpers::spawn_app_with_clock_and(Backend::Sqlite, clock.clone(), |s| {
+        s.bootstrap_token_expire = Some(expiry)
+    })
+    .await;
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(crate::helpers::TOKEN)).await,
+        Code::Ok
+    );
+    clock.advance(chrono::Duration::hours(2));
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(crate::helpers::TOKEN)).await,
+        Code::Unauthenticated
+    );
+}

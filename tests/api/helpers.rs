@@ -251,6 +251,15 @@ pub async fn spawn_app_with_clock(backend: Backend, clock: Arc<ManualClock>) -> 
     spawn(backend, |_| {}, clock).await
 }
 
+/// [`spawn_app_with_clock`], letting the test adjust the settings first.
+pub async fn spawn_app_with_clock_and(
+    backend: Backend,
+    clock: Arc<ManualClock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    spawn(backend, adjust, clock).await
+}
+
 async fn spawn(
     backend: Backend,
     adjust: impl FnOnce(&mut Settings),
