@@ -407,7 +407,108 @@ pub fn validate_import(field: &str, secret: &SecretString) -> Result<(), Violati
     if distinct.len() < MIN_IMPORT_DISTINCT {
         return fail("is too repetitive to be random: use at least 10 different characters");
     }
+    let bits = estimated_bits(secret);
+    if bits < MIN_IMPORT_BITS {
+        return Err(Violation::new(
+            field,
+            format!(
+                "is too predictable: about {bits:.0} bits of entropy by credd's estimate, at least \
+                 {MIN_IMPORT_BITS:.0} required (repeated blocks, keyboard walks, sequences and common \
+                 words count for little); generate it with a CSPRNG, e.g. `openssl rand -base64 32`"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The least estimated entropy an imported secret must carry.
+pub const MIN_IMPORT_BITS: f64 = 128.0;
+
+/// Keyboard rows, for walks such as `qwerty` or `asdf`.
+const KEYBOARD_ROWS: [&str; 4] = ["1234567890", "qwertyuiop", "asdfghjkl", "zxcvbnm"];
+/// Words that make a secret guessable however long it is.
+const COMMON_WORDS: [&str; 10] = [
+    "password", "passwort", "secret", "letmein", "welcome", "admin", "qwerty", "changeme",
+    "dragon", "monkey",
+];
+
+/// A conservative estimate of the entropy of `secret`, in bits: each character that
+/// is not predictable from the ones before it is worth log2 of the alphabet its
+/// character classes span. Predictable are: characters of a 3-character block seen
+/// earlier, the continuation of a sequence or keyboard walk (`abc`,
+/// `987`, `qwer`) and of a common word. Random base64 of 32 characters estimates
+/// at about 190 bits; `Password1Password1Password1Pa` at about 50.
+pub fn estimated_bits(secret: &str) -> f64 {
+    let bytes = secret.as_bytes();
+    let lower = secret.to_ascii_lowercase();
+    let mut predictable = vec![false; bytes.len()];
+    // Blocks seen before: a 3-character block that occurred earlier (linear time
+    // however long the secret).
+    let mut seen = std::collections::HashSet::new();
+    for start in 0..bytes.len().saturating_sub(2) {
+        if !seen.insert(&bytes[start..start + 3]) {
+            predictable[start..start + 3]
+                .iter_mut()
+                .for_each(|p| *p = true);
+        }
+    }
+    // Sequences and keyboard walks: a character that continues a run of neighbours.
+    let lower_bytes = lower.as_bytes();
+    let key = |c: u8| {
+        KEYBOARD_ROWS
+            .iter()
+            .enumerate()
+            .find_map(|(row, keys)| keys.bytes().position(|k| k == c).map(|col| (row, col)))
+    };
+    let neighbours = |a: u8, b: u8| {
+        a.abs_diff(b) == 1
+            || match (key(a), key(b)) {
+                // Along a row, or down a column (each row sits a little to the right
+                // of the one above it: `1qaz`, `2wsx`).
+                (Some((ra, ca)), Some((rb, cb))) => {
+                    (ra == rb && ca.abs_diff(cb) == 1)
+                        || (ra + 1 == rb && (cb == ca || cb + 1 == ca))
+                        || (rb + 1 == ra && (ca == cb || ca + 1 == cb))
+                }
+                _ => false,
+            }
+    };
+    for i in 2..lower_bytes.len() {
+        if neighbours(lower_bytes[i - 2], lower_bytes[i - 1])
+            && neighbours(lower_bytes[i - 1], lower_bytes[i])
+        {
+            predictable[i - 1] = true;
+            predictable[i] = true;
+        }
+    }
+    // Common words: everything but their first character.
+    for word in COMMON_WORDS {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(word) {
+            let at = from + at;
+            predictable[at + 1..at + word.len()]
+                .iter_mut()
+                .for_each(|p| *p = true);
+            from = at + 1;
+        }
+    }
+    let alphabet: u32 = [
+        (bytes.iter().any(u8::is_ascii_lowercase), 26),
+        (bytes.iter().any(u8::is_ascii_uppercase), 26),
+        (bytes.iter().any(u8::is_ascii_digit), 10),
+        (
+            bytes
+                .iter()
+                .any(|b| !b.is_ascii_alphanumeric() && *b != b'='),
+            4,
+        ),
+    ]
+    .iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, size)| size)
+    .sum();
+    let free = predictable.iter().filter(|p| !**p).count();
+    free as f64 * f64::from(alphabet.max(2)).log2()
 }
 
 /// The hint shown for `secret`: its last few characters.
@@ -537,6 +638,25 @@ mod tests {
         );
         assert!(!ok(&generated().1), "a credd-generated secret");
         assert!(!ok(&"Zm9vYmFyYmF6cXV4".repeat(40)), "too long");
+        for weak in [
+            "Password1Password1Password1Pa",
+            "Password1Password1Password1Password1",
+            "qwertyuiopasdfghjklzxcvbnm1234567890",
+            "abcdefghijklmnopqrstuvwxyz0123456789",
+            "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p",
+            "aB3dE6gH9aB3dE6gH9aB3dE6gH9aB3dE6gH9",
+            "MySecretMySecretMySecretMySecret2024",
+            "mypassword123456789mypassword1234567",
+        ] {
+            assert!(!ok(weak), "{weak}: {} bits", estimated_bits(weak));
+        }
+        for random in [
+            "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw",
+            "q6Y1+JmXn0fW3rZ9/bTtKc2sVhG8pLdE4aUoQy7NiR0=",
+            "8f14e45fceea167a5a36dedd4bea2543b8c5f4e9d2a1",
+        ] {
+            assert!(ok(random), "{random}: {} bits", estimated_bits(random));
+        }
     }
 
     #[test]

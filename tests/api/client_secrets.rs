@@ -355,6 +355,13 @@ async fn an_imported_secret_is_pending_until_activated_and_weak_ones_are_refused
         "has spaces in it but is long enough to pass",
         &"ab".repeat(20),
         &generated.plaintext,
+        // Enough distinct characters, but predictable: a repeated block, keyboard
+        // walks, a sequence, a common word.
+        "Password1Password1Password1Pa",
+        "qwertyuiopasdfghjklzxcvbnm1234567890",
+        "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p",
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+        "aB3dE6gH9aB3dE6gH9aB3dE6gH9aB3dE6gH9",
     ] {
         assert_invalid(
             app.secrets.import_client_secret(import(weak)).await,
