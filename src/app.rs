@@ -95,6 +95,8 @@ pub struct App {
     limits: Limits,
     metrics_listener: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    health_listener: Option<TcpListener>,
+    health_addr: Option<SocketAddr>,
     change_poll_interval: Duration,
 }
 
@@ -153,6 +155,15 @@ impl App {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
                 StartError::Config(format!(
                     "cannot listen on {addr} (CREDD_METRICS_LISTEN): {err}"
+                ))
+            })?),
+            None => None,
+        };
+
+        let health_listener = match settings.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
+                StartError::Config(format!(
+                    "cannot listen on {addr} (CREDD_HEALTH_LISTEN): {err}"
                 ))
             })?),
             None => None,
@@ -223,6 +234,8 @@ impl App {
             },
             metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
             metrics_listener,
+            health_addr: health_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            health_listener,
             change_poll_interval,
         })
     }
@@ -264,6 +277,11 @@ impl App {
     /// The address metrics are served on, when enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address the plaintext health-only port listens on, when enabled.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     /// The address the server listens on (useful with port 0).
@@ -340,6 +358,12 @@ impl App {
             .spawn(|stop| background::probe_store(store, health, probe_draining, cache, stop));
         if let Some(listener) = self.metrics_listener {
             background.spawn(|stop| background::serve_metrics(listener, stop));
+        }
+        if let Some(listener) = self.health_listener {
+            // Stops with the other tasks, after the drain: probes keep hearing
+            // NOT_SERVING while in-flight calls finish.
+            let health = self.health.clone();
+            background.spawn(|stop| background::serve_health(listener, health, stop));
         }
 
         set_status(&self.health, ServingStatus::Serving).await;

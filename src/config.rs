@@ -92,6 +92,12 @@ pub struct Settings {
     #[arg(long, env = "CREDD_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen, global = true)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Address to serve grpc.health.v1 alone on, in plaintext, for probes that
+    /// cannot speak TLS (the kubelet's gRPC probe) while the main port serves TLS
+    /// (`0.0.0.0:50052`); off when unset.
+    #[arg(long, env = "CREDD_HEALTH_LISTEN", value_name = "ADDR", value_parser = parse_health_listen, global = true)]
+    pub health_listen: Option<SocketAddr>,
+
     /// PEM certificate chain to serve TLS with (needs CREDD_TLS_KEY).
     #[arg(long, env = "CREDD_TLS_CERT", value_name = "PATH", global = true)]
     pub tls_cert: Option<PathBuf>,
@@ -309,6 +315,12 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
 fn parse_metrics_listen(value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|_| {
         "CREDD_METRICS_LISTEN must be an IP address and port such as 0.0.0.0:9090".into()
+    })
+}
+
+fn parse_health_listen(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        "CREDD_HEALTH_LISTEN must be an IP address and port such as 0.0.0.0:50052".into()
     })
 }
 

@@ -210,6 +210,22 @@ pub(super) async fn serve_metrics(listener: TcpListener, mut stop: Stop) {
     }
 }
 
+/// Serves grpc.health.v1 alone, in plaintext, for probes that cannot speak TLS,
+/// with the same statuses as the main port, until stop.
+pub(super) async fn serve_health(listener: TcpListener, health: HealthReporter, mut stop: Stop) {
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health),
+    );
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let served = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move { stop.requested().await })
+        .await;
+    if let Err(err) = served {
+        tracing::warn!(error = %err, "the health port stopped");
+    }
+}
+
 /// Keeps the verdict cache true to changes other processes make: PostgreSQL
 /// notifications name the org to forget at once; and on every backend a change
 /// counter, polled every `poll_every`, forgets everything when it moved or cannot

@@ -193,6 +193,7 @@ pub struct TestApp {
     pub verifier: credd::service::VerifyService,
     pub authenticator: Arc<credd::service::callers::Authenticator>,
     pub metrics_addr: Option<SocketAddr>,
+    pub health_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), credd::app::StartError>>>,
     _db: TestDb,
@@ -287,6 +288,7 @@ async fn spawn_on(
     let verifier = app.verifier().clone();
     let authenticator = app.authenticator().clone();
     let metrics_addr = app.metrics_addr();
+    let health_addr = app.health_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -305,6 +307,7 @@ async fn spawn_on(
         verifier,
         authenticator,
         metrics_addr,
+        health_addr,
         shutdown: Some(tx),
         server: Some(server),
         _db: db,

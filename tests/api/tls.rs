@@ -102,6 +102,67 @@ async fn a_tls_client_works_and_plaintext_does_not(backend: Backend) {
     );
 }
 
+/// With TLS (and mTLS) on the main port, a plaintext port serving health alone
+/// lets the kubelet's gRPC probes (plaintext only) see the truth; it serves no
+/// credd RPC, and it turns NOT_SERVING on shutdown like the main port.
+async fn the_plaintext_health_port_answers_probes_and_nothing_else(backend: Backend) {
+    let pki = pki();
+    let mut app = spawn_app_with(backend, |s| {
+        s.tls_cert = Some(pki.path("server.pem"));
+        s.tls_key = Some(pki.path("server.key"));
+        s.tls_client_ca = Some(pki.path("ca.pem"));
+        s.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = app.health_addr.expect("health port enabled");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = |service: &str| {
+        let mut health = HealthClient::new(channel.clone());
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        async move { health.check(request).await.map(|r| r.into_inner().status()) }
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(status("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(status("liveness").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        status("credd.v1.ClientSecrets").await.unwrap(),
+        ServingStatus::Serving
+    );
+    let code = OrgsClient::with_interceptor(channel.clone(), bearer(Some(TOKEN)))
+        .list_orgs(ListOrgsRequest::default())
+        .await
+        .unwrap_err()
+        .code();
+    assert_eq!(
+        code,
+        tonic::Code::Unimplemented,
+        "no credd RPC on the health port"
+    );
+
+    // A watch on the health port hears NOT_SERVING when shutdown begins.
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    let stopping = tokio::spawn(async move { app.stop().await });
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    stopping.await.unwrap().unwrap();
+}
+
 async fn mtls_refuses_clients_without_a_certificate_from_the_ca(backend: Backend) {
     let pki = pki();
     let app = spawn_app_with(backend, |s| {
@@ -160,5 +221,6 @@ fn bad_tls_settings_fail_start_naming_the_variable() {
 
 both_backends!(
     a_tls_client_works_and_plaintext_does_not,
+    the_plaintext_health_port_answers_probes_and_nothing_else,
     mtls_refuses_clients_without_a_certificate_from_the_ca
 );
