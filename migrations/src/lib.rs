@@ -9,6 +9,7 @@ mod m20261122_000003_create_app_registrations;
 mod m20261122_000004_create_audit_events;
 mod m20261122_000005_create_caller_tokens;
 mod m20261122_000006_create_change_counter;
+mod m20261201_000007_create_change_log;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_audit_events::Migration),
             Box::new(m20261122_000005_create_caller_tokens::Migration),
             Box::new(m20261122_000006_create_change_counter::Migration),
+            Box::new(m20261201_000007_create_change_log::Migration),
         ]
     }
 }

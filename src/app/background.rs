@@ -3,6 +3,7 @@
 //! that nothing is lost at shutdown.
 
 use std::{
+    collections::HashSet,
     future::Future,
     sync::{
         Arc,
@@ -27,6 +28,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read of the change feed (the counter, or opening the LISTEN
 /// connection) may take before the feed counts as unreadable.
 const FEED_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many of the newest change-log entries each read covers: an entry that
+/// commits after up to this many later ones is still seen.
+const CHANGE_WINDOW: u64 = 256;
+/// How long change-log entries are kept, and how often old ones are deleted.
+const CHANGE_LOG_KEEP: Duration = Duration::from_secs(3600);
+const CHANGE_LOG_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long the tasks get for their last work at shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -227,10 +234,11 @@ pub(super) async fn serve_health(listener: TcpListener, health: HealthReporter, 
 }
 
 /// Keeps the verdict cache true to changes other processes make: PostgreSQL
-/// notifications name the org to forget at once; and on every backend a change
-/// counter, polled every `poll_every`, forgets everything when it moved or cannot
-/// be read, so even a notification connection that died silently delays an
-/// invalidation by at most one poll.
+/// notifications name the org to forget at once; and on every backend the change
+/// counter, polled every `poll_every`, says when the change log has new entries,
+/// whose orgs are forgotten — only those — so even a notification connection that
+/// died silently delays an invalidation by at most one poll. Everything is
+/// forgotten only when the feed cannot be read.
 pub(super) async fn follow_changes(
     store: Store,
     cache: Arc<VerifyCache>,
@@ -238,45 +246,70 @@ pub(super) async fn follow_changes(
     stop: Stop,
 ) {
     tokio::join!(
-        poll_change_counter(store.clone(), cache.clone(), poll_every, stop.clone()),
+        poll_changes(store.clone(), cache.clone(), poll_every, stop.clone()),
         listen_for_changes(store, cache, stop)
     );
 }
 
-async fn poll_change_counter(
-    store: Store,
-    cache: Arc<VerifyCache>,
-    every: Duration,
-    mut stop: Stop,
-) {
-    let read = || tokio::time::timeout(FEED_TIMEOUT, store.change_version());
-    let mut seen = read().await.ok().and_then(Result::ok);
+async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mut stop: Stop) {
+    let read_version = || tokio::time::timeout(FEED_TIMEOUT, store.change_version());
+    let read_log = || tokio::time::timeout(FEED_TIMEOUT, store.recent_changes(CHANGE_WINDOW));
+    let mut version = read_version().await.ok().and_then(Result::ok);
+    // At start nothing is cached: what is in the log already needs no forgetting.
+    let mut seen: HashSet<i64> = match read_log().await {
+        Ok(Ok(changes)) => changes.iter().map(|c| c.seq).collect(),
+        _ => HashSet::new(),
+    };
     let mut unreadable = false;
+    let prune_every = (CHANGE_LOG_PRUNE_EVERY.as_millis() / every.as_millis().max(1)).max(1);
+    let mut polls: u128 = 0;
     while stop.sleep(every).await {
-        match read().await {
-            Ok(Ok(version)) => {
-                if unreadable {
-                    tracing::info!("the change counter answers again");
-                    unreadable = false;
-                }
-                if Some(version) != seen {
-                    cache.clear();
-                    seen = Some(version);
-                }
+        polls += 1;
+        let read: Result<(), String> = async {
+            let now = match read_version().await {
+                Ok(Ok(now)) => now,
+                Ok(Err(err)) => return Err(err.to_string()),
+                Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
+            };
+            if Some(now) == version {
+                return Ok(());
             }
+            let changes = match read_log().await {
+                Ok(Ok(changes)) => changes,
+                Ok(Err(err)) => return Err(err.to_string()),
+                Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
+            };
+            // Forget exactly the orgs that changed, each entry once.
+            for change in changes.iter().filter(|c| !seen.contains(&c.seq)) {
+                cache.forget_org(&change.org_id);
+            }
+            seen = changes.iter().map(|c| c.seq).collect();
+            version = Some(now);
+            Ok(())
+        }
+        .await;
+        match read {
+            Ok(()) if unreadable => {
+                tracing::info!("the change feed answers again");
+                unreadable = false;
+            }
+            Ok(()) => {}
             // An error, or no answer in time (a hung connection must not stop
             // invalidation silently): what changed meanwhile is unknown.
-            failed => {
+            Err(error) => {
                 cache.clear();
-                seen = None;
+                version = None;
                 if !unreadable {
-                    let error = match failed {
-                        Ok(Err(err)) => err.to_string(),
-                        _ => format!("no answer within {FEED_TIMEOUT:?}"),
-                    };
-                    tracing::warn!(%error, "cannot read the change counter: forgetting every cached verification until it answers");
+                    tracing::warn!(%error, "cannot read the change feed: forgetting every cached verification until it answers");
                     unreadable = true;
                 }
+            }
+        }
+        if polls.is_multiple_of(prune_every) {
+            let before = chrono::Utc::now()
+                - chrono::Duration::from_std(CHANGE_LOG_KEEP).unwrap_or(chrono::Duration::hours(1));
+            if let Err(err) = store.prune_changes(before).await {
+                tracing::debug!(error = %err, "could not prune the change log");
             }
         }
     }

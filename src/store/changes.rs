@@ -1,11 +1,25 @@
 //! Announcing changes that make cached verifications stale, to every process that
 //! shares the database: NOTIFY on PostgreSQL (at once, naming the org), and on every
-//! backend a change counter that processes poll.
+//! backend a change log naming the org, with a change counter beside it as the
+//! cheap "something changed" signal that processes poll.
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, sqlx};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, sqlx,
+};
 
-use super::Store;
-use crate::Error;
+use super::{Store, entities::change_log};
+use crate::{Error, domain::ids::OrgId};
+
+/// One entry of the change log: the org whose verifications changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in the log.
+    pub seq: i64,
+    /// The org.
+    pub org_id: OrgId,
+}
 
 /// The PostgreSQL channel that carries the ids of orgs whose verifications changed.
 pub const CHANNEL: &str = "credd_verify";
@@ -25,8 +39,17 @@ pub(super) async fn announce(
         );
         txn.execute_raw(notify).await?;
     }
-    // On every backend: the counter is the safety net that a silently dead LISTEN
-    // connection cannot defeat.
+    // On every backend: the log names the org for processes that poll, and the
+    // counter (bumped last: its row lock orders committing announcers) tells them
+    // cheaply that something changed. A silently dead LISTEN connection defeats
+    // neither.
+    change_log::ActiveModel {
+        org_id: Set(org_id.as_str().to_owned()),
+        time: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
     let bump = Statement::from_string(
         backend,
         "UPDATE change_counter SET version = version + 1 WHERE id = 1",
@@ -87,5 +110,34 @@ impl Store {
         Ok(row
             .and_then(|row| row.try_get_by_index::<i64>(0).ok())
             .unwrap_or(0))
+    }
+
+    /// The last `window` entries of the change log (or fewer), oldest first.
+    /// Entries are read again on later polls while inside the window, so one that
+    /// commits after a later one (its sequence number was taken first) is still
+    /// seen.
+    pub async fn recent_changes(&self, window: u64) -> Result<Vec<Change>, Error> {
+        let mut changes: Vec<Change> = change_log::Entity::find()
+            .order_by_desc(change_log::Column::Seq)
+            .limit(window)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| Change {
+                seq: row.seq,
+                org_id: OrgId::from_stored(row.org_id),
+            })
+            .collect();
+        changes.reverse();
+        Ok(changes)
+    }
+
+    /// Deletes change-log entries written before `before`.
+    pub async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64, Error> {
+        Ok(change_log::Entity::delete_many()
+            .filter(change_log::Column::Time.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 }

@@ -169,6 +169,44 @@ async fn an_org_deleted_on_one_replica_is_refused_on_another_within_seconds(back
     .await;
 }
 
+/// Invalidation names the org: org B's rotation leaves org A's cached verdict a
+/// cache hit (no argon2 work), on the replica that wrote and on another — no
+/// thundering herd of cold verifies after every write.
+async fn another_orgs_rotation_leaves_a_cached_verdict_a_hit_on_every_replica(backend: Backend) {
+    let first = spawn_app(backend).await;
+    let replica = spawn_replica(&first).await;
+    let acme = first.create_org().await;
+    let (_, acme_secret) = first.generate_and_activate(&acme.id).await;
+    let other = first.create_org().await;
+    let (_, other_secret) = first.generate_and_activate(&other.id).await;
+    for app in [&first, &replica] {
+        app.wait_until_changes_are_taken_in().await;
+        assert!(app.verifies(&acme.client_id, &acme_secret).await);
+        assert!(app.verifies(&other.client_id, &other_secret).await);
+    }
+
+    let rotated = first.generate_secret(&other.id).await;
+    // Counted after the generate, which hashes the new secret once.
+    let hashes = [&first, &replica].map(|app| app.verifier.hasher().computations());
+    first
+        .activate(&other.id, Secret::SecretId(rotated.secret.unwrap().id), 0)
+        .await
+        .unwrap();
+    for (app, before) in [&first, &replica].into_iter().zip(hashes) {
+        app.wait_until_changes_are_taken_in().await;
+        assert!(app.verifies(&acme.client_id, &acme_secret).await);
+        assert_eq!(
+            app.verifier.hasher().computations(),
+            before,
+            "the untouched org's verdict is still a cache hit"
+        );
+        assert!(
+            !app.verifies(&other.client_id, &other_secret).await,
+            "the rotated org's old secret is refused: the change did arrive"
+        );
+    }
+}
+
 async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.argon2_m_kib = 16 * 1024;
@@ -427,6 +465,7 @@ both_backends!(
     another_process_sees_an_activation_within_a_second,
     a_secret_revoked_on_one_replica_is_refused_on_another_within_seconds,
     an_org_deleted_on_one_replica_is_refused_on_another_within_seconds,
+    another_orgs_rotation_leaves_a_cached_verdict_a_hit_on_every_replica,
     cold_verifications_past_the_queue_are_told_to_retry,
     cancelled_verifications_give_their_queue_places_back,
     the_throttle_isolates_clients_and_spares_cached_secrets,
