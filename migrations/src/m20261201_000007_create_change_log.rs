@@ -17,6 +17,7 @@ impl MigrationTrait for Migration {
                     .table(ChangeLog::Table)
                     .if_not_exists()
                     .col(big_pk_auto(ChangeLog::Seq))
+                    .col(string(ChangeLog::Origin))
                     .col(string(ChangeLog::OrgId))
                     .col(timestamp_with_time_zone(ChangeLog::Time))
                     .to_owned(),
@@ -44,6 +45,7 @@ impl MigrationTrait for Migration {
 enum ChangeLog {
     Table,
     Seq,
+    Origin,
     OrgId,
     Time,
 }

@@ -16,10 +16,12 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    domain::ids::OrgId,
     metrics::{METRICS, PoolLabels},
     service::{VerifyService, callers::Authenticator, verify_cache::VerifyCache},
-    store::{Store, changes::ChangeFeed},
+    store::{
+        Store,
+        changes::{ChangeFeed, parse_notification},
+    },
 };
 
 /// How often health checks the store, and how long one check may take.
@@ -279,8 +281,12 @@ async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mu
                 Ok(Err(err)) => return Err(err.to_string()),
                 Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
             };
-            // Forget exactly the orgs that changed, each entry once.
-            for change in changes.iter().filter(|c| !seen.contains(&c.seq)) {
+            // Forget exactly the orgs that changed, each entry once; this process's
+            // own changes were applied when it made them.
+            for change in changes
+                .iter()
+                .filter(|c| !seen.contains(&c.seq) && c.origin != store.origin())
+            {
                 cache.forget_org(&change.org_id);
             }
             seen = changes.iter().map(|c| c.seq).collect();
@@ -336,9 +342,16 @@ async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>, mut stop: Sto
                     };
                     match received {
                         Ok(Some(notification)) => {
-                            // The payload is an org id a credd transaction wrote.
-                            let org_id = OrgId::from_stored(notification.payload().to_owned());
-                            cache.forget_org(&org_id);
+                            match parse_notification(notification.payload()) {
+                                Some((origin, _)) if origin == store.origin() => {}
+                                Some((_, org_id)) => cache.forget_org(&org_id),
+                                None => {
+                                    tracing::warn!(
+                                        "unreadable change notification: forgetting every cached verification"
+                                    );
+                                    cache.clear();
+                                }
+                            }
                         }
                         Ok(None) => {
                             tracing::warn!(

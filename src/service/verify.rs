@@ -265,7 +265,8 @@ impl VerifyService {
             }
         }
         let generation = self.cache.generation();
-        let judged = self.judge(client_id, client_secret).await?;
+        let known_good = key.is_some_and(|key| self.cache.known_good(&key, now));
+        let judged = self.judge(client_id, client_secret, known_good).await?;
         self.counters.count(&judged.verdict);
         match &judged.verdict {
             Verdict::Valid { org_id, secret_id } => {
@@ -292,15 +293,32 @@ impl VerifyService {
         Ok(judged.verdict)
     }
 
+    /// The verdict for a client ID and secret that missed the cache. `known_good`:
+    /// this very secret verified recently, so it skips the client's throttle.
+    ///
+    /// The throttle comes before the store: a client whose bucket is empty costs
+    /// neither a query nor a hash. Verifications that find no candidate (an unknown
+    /// client, a made-up locator) then share one more bucket before their dummy
+    /// hash, so random client IDs cannot take every argon2 worker. A malformed
+    /// secret costs nothing and is throttled by nothing.
     async fn judge(
         &self,
         client_id: &ClientId,
         client_secret: SecretString,
+        known_good: bool,
     ) -> Result<Judged, Error> {
-        let candidates: Vec<Candidate> = match secret::classify(client_secret.expose_secret()) {
-            Presented::Malformed(reason) => {
-                return Ok(Judged::refused(Refusal::MalformedSecret(reason)));
-            }
+        let presented = secret::classify(client_secret.expose_secret());
+        if let Presented::Malformed(reason) = presented {
+            return Ok(Judged::refused(Refusal::MalformedSecret(reason)));
+        }
+        // `allow` first: a known-good secret still spends a token when there is one.
+        if !self.throttle.allow(client_id) && !known_good {
+            return Err(Error::Overloaded(
+                "too many uncached verifications for this client; retry shortly",
+            ));
+        }
+        let candidates: Vec<Candidate> = match presented {
+            Presented::Malformed(_) => Vec::new(),
             Presented::Generated { secret_id } => self
                 .store
                 .verify_candidate(client_id, &secret_id)
@@ -313,12 +331,6 @@ impl VerifyService {
                     .await?
             }
         };
-        // Everything past here costs argon2 work: the client's bucket pays for it.
-        if !self.throttle.allow(client_id) {
-            return Err(Error::Overloaded(
-                "too many uncached verifications for this client; retry shortly",
-            ));
-        }
         let now = self.clock.now();
         let mut judged = Judged::refused(Refusal::Unknown);
         let mut hashed = false;
@@ -347,6 +359,11 @@ impl VerifyService {
             judged.verdict = Verdict::Invalid(Refusal::Mismatch);
         }
         if !hashed {
+            if judged.org_id.is_none() && !self.throttle.allow_no_candidate() {
+                return Err(Error::Overloaded(
+                    "too many uncached verifications of unknown clients; retry shortly",
+                ));
+            }
             // The same argon2 work as a real check, so that timing does not tell
             // unknown clients or unusable secrets from wrong ones.
             self.hasher.verify(client_secret, None).await?;

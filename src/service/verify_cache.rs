@@ -29,6 +29,8 @@ use crate::{
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
 type Key = [u8; 32];
+/// A known-good key's org and end.
+type KnownGood = (Arc<str>, DateTime<Utc>);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -36,6 +38,11 @@ struct Entry {
     secret_id: Arc<str>,
     until: DateTime<Utc>,
 }
+
+/// How long a secret that verified stays "known good": recognised, without argon2,
+/// as one that verified before, so that it skips its client's throttle (never a
+/// verdict: it is still checked against the store).
+const KNOWN_GOOD_FOR: Duration = Duration::hours(24);
 
 /// A cached successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +60,10 @@ pub struct VerifyCache {
     ttl: Duration,
     capacity: usize,
     entries: RwLock<HashMap<Key, Entry>>,
+    /// Keys of secrets that verified in the last [`KNOWN_GOOD_FOR`], with their org
+    /// and until when: the throttle lets them through (a rightful client under a
+    /// flood of wrong secrets keeps verifying). Forgotten with their org.
+    known_good: RwLock<HashMap<Key, KnownGood>>,
     generation: AtomicU64,
 }
 
@@ -74,6 +85,7 @@ impl VerifyCache {
             ttl,
             capacity,
             entries: RwLock::default(),
+            known_good: RwLock::default(),
             generation: AtomicU64::new(0),
         }
     }
@@ -153,6 +165,15 @@ impl VerifyCache {
                 entries.clear();
             }
         }
+        if let Ok(mut known_good) = self.known_good.write() {
+            if known_good.len() >= self.capacity {
+                known_good.retain(|_, (_, until)| *until > now);
+                if known_good.len() >= self.capacity {
+                    known_good.clear();
+                }
+            }
+            known_good.insert(key, (verdict.org_id.clone(), now + KNOWN_GOOD_FOR));
+        }
         entries.insert(
             key,
             Entry {
@@ -161,6 +182,14 @@ impl VerifyCache {
                 until,
             },
         );
+    }
+
+    /// Whether the secret behind `key` verified recently (and its org has not
+    /// changed since): the throttle may let it through.
+    pub fn known_good(&self, key: &Key, now: DateTime<Utc>) -> bool {
+        self.known_good
+            .read()
+            .is_ok_and(|known| known.get(key).is_some_and(|(_, until)| *until > now))
     }
 
     /// Waits while another caller verifies the same client ID and secret, so that a
@@ -210,10 +239,15 @@ impl VerifyCache {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.retain(|_, e| &*e.org_id != org_id.as_str());
         }
+        if let Ok(mut known_good) = self.known_good.write() {
+            known_good.retain(|_, (org, _)| &**org != org_id.as_str());
+        }
     }
 
-    /// Forgets everything (another process changed something we cannot pin down,
-    /// or the change feed was interrupted).
+    /// Forgets every verdict (another process changed something we cannot pin
+    /// down, or the change feed was interrupted). Known-good keys stay: they are
+    /// no verdict, only priority past the throttle for a secret the store still
+    /// checks, and a feed hiccup is when clients most need it.
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);

@@ -17,25 +17,42 @@ use crate::{Error, domain::ids::OrgId};
 pub struct Change {
     /// Its place in the log.
     pub seq: i64,
+    /// The process that made the change (see [`Store::origin`]).
+    pub origin: String,
     /// The org.
     pub org_id: OrgId,
 }
 
-/// The PostgreSQL channel that carries the ids of orgs whose verifications changed.
-pub const CHANNEL: &str = "credd_verify";
+/// Reads a notification's payload: the origin and the org.
+pub fn parse_notification(payload: &str) -> Option<(&str, OrgId)> {
+    let (origin, org_id) = payload.split_once(' ')?;
+    Some((origin, OrgId::from_stored(org_id.to_owned())))
+}
+
+/// The PostgreSQL channel that carries `<origin> <org id>` of each change.
+pub const CHANNEL: &str = "credd_changes";
+/// The channel older versions listen on, carrying the org id alone; still sent, so
+/// that replicas of an older version keep invalidating during a rolling deploy.
+const LEGACY_CHANNEL: &str = "credd_verify";
 
 /// Announces, inside `txn` (so only if it commits), that `org_id`'s verifications
 /// changed.
 pub(super) async fn announce(
     txn: &DatabaseTransaction,
-    org_id: &crate::domain::ids::OrgId,
+    origin: &str,
+    org_id: &OrgId,
 ) -> Result<(), Error> {
     let backend = txn.get_database_backend();
     if backend == DbBackend::Postgres {
         let notify = Statement::from_sql_and_values(
             backend,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), org_id.as_str().into()],
+            "SELECT pg_notify($1, $2), pg_notify($3, $4)",
+            [
+                CHANNEL.into(),
+                format!("{origin} {org_id}").into(),
+                LEGACY_CHANNEL.into(),
+                org_id.as_str().into(),
+            ],
         );
         txn.execute_raw(notify).await?;
     }
@@ -44,6 +61,7 @@ pub(super) async fn announce(
     // cheaply that something changed. A silently dead LISTEN connection defeats
     // neither.
     change_log::ActiveModel {
+        origin: Set(origin.to_owned()),
         org_id: Set(org_id.as_str().to_owned()),
         time: Set(Utc::now()),
         ..Default::default()
@@ -68,6 +86,11 @@ pub enum ChangeFeed {
 }
 
 impl Store {
+    /// This process's name in the change feed.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The immediate change feed of this database.
     pub async fn change_feed(&self) -> Result<ChangeFeed, Error> {
         match self.db.get_database_backend() {
@@ -125,6 +148,7 @@ impl Store {
             .into_iter()
             .map(|row| Change {
                 seq: row.seq,
+                origin: row.origin,
                 org_id: OrgId::from_stored(row.org_id),
             })
             .collect();

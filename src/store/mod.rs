@@ -32,6 +32,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// This process's name in the change feed, so that it can tell its own
+    /// changes (already applied when made) from other processes'.
+    origin: std::sync::Arc<str>,
 }
 
 /// Why the store could not be opened at start.
@@ -86,7 +89,10 @@ impl Store {
             }
             _ => OpenError::Connect(db_error_line(&err)),
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            origin: uuid::Uuid::new_v4().simple().to_string().into(),
+        })
     }
 
     /// Runs every pending migration.

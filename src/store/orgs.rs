@@ -212,7 +212,7 @@ impl Store {
             .filter(app_registrations::Column::OrgId.eq(id.as_str()))
             .exec(&txn)
             .await?;
-        super::changes::announce(&txn, id).await?;
+        super::changes::announce(&txn, &self.origin, id).await?;
         audit::append(&txn, event, now).await?;
         txn.commit().await?;
         Ok(())

@@ -296,6 +296,140 @@ async fn cancelled_verifications_give_their_queue_places_back(backend: Backend) 
     );
 }
 
+/// A flood of wrong secrets empties a client's bucket, but the secret that verified
+/// before is known (a keyed digest, no argon2) and skips the throttle once its
+/// cached verdict has expired: the rightful client keeps verifying.
+async fn the_rightful_secret_keeps_verifying_under_a_flood_of_wrong_ones(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.verify_throttle_rate = 0.001;
+        s.verify_throttle_burst = 3;
+        s.verify_cache_ttl = Duration::from_secs(1);
+    })
+    .await;
+    let victim = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&victim.id).await;
+    assert!(app.verify(&victim.client_id, &secret).await.unwrap());
+    let mut throttled = 0;
+    for _ in 0..10 {
+        match app
+            .verify(&victim.client_id, &wrong_version_of(&secret))
+            .await
+        {
+            Ok(valid) => assert!(!valid),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                throttled += 1;
+            }
+        }
+    }
+    assert!(throttled >= 8, "the flood empties the bucket: {throttled}");
+    // Elapsed time is the point here: the cached verdict must expire, so that the
+    // next verify is cold.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        app.verify(&victim.client_id, &secret).await.unwrap(),
+        "a cold verify of the rightful secret is not throttled"
+    );
+}
+
+/// Made-up client IDs each would get a full bucket of their own; verifications
+/// that find no candidate share one bucket, so their dummy-hash work is bounded,
+/// while a real client's cold verify is untouched.
+async fn made_up_clients_share_one_bounded_budget(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.verify_throttle_rate = 0.001;
+        s.verify_throttle_burst = 3;
+    })
+    .await;
+    let real = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&real.id).await;
+    app.wait_until_changes_are_taken_in().await;
+    let hashes = app.verifier.hasher().computations();
+    let mut throttled = 0;
+    for i in 0..20 {
+        match app
+            .verify(
+                &format!("{:032x}", 0xc0ffee + i),
+                &wrong_version_of(&secret),
+            )
+            .await
+        {
+            Ok(valid) => assert!(!valid),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                throttled += 1;
+            }
+        }
+    }
+    assert_eq!(
+        throttled, 17,
+        "3 dummy hashes, then the shared bucket is empty"
+    );
+    assert_eq!(app.verifier.hasher().computations(), hashes + 3);
+    assert!(
+        app.verify(&real.client_id, &secret).await.unwrap(),
+        "a real client's cold verify has its own bucket"
+    );
+}
+
+/// PostgreSQL only: the throttle is decided before the database is asked. With
+/// the secrets table locked (every lookup would hang), a client past its burst is
+/// told RESOURCE_EXHAUSTED at once instead of waiting on the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throttle_answers_before_the_database_is_asked() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL lock test skipped");
+        return;
+    };
+    let app = spawn_app_with(backend, |s| {
+        s.verify_throttle_rate = 0.001;
+        s.verify_throttle_burst = 2;
+    })
+    .await;
+    let org = app.create_org().await;
+    let (_, secret) = app.generate_and_activate(&org.id).await;
+    let db = sea_orm::Database::connect(app.database_url.as_str())
+        .await
+        .unwrap();
+    let lock = db.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE client_secrets IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = app.secrets.clone();
+            let mut request = tonic::Request::new(VerifyClientSecretRequest {
+                client_id: org.client_id.clone(),
+                client_secret: wrong_version_of(&secret),
+            });
+            request.set_timeout(Duration::from_secs(2));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let code = client
+                    .verify_client_secret(request)
+                    .await
+                    .map_or_else(|s| s.code(), |_| Code::Ok);
+                (code, started.elapsed())
+            })
+        })
+        .collect();
+    let mut exhausted_at_once = 0;
+    for call in calls {
+        let (code, took) = call.await.unwrap();
+        if code == Code::ResourceExhausted && took < Duration::from_secs(1) {
+            exhausted_at_once += 1;
+        }
+    }
+    lock.rollback().await.unwrap();
+    db.close().await.unwrap();
+    assert_eq!(
+        exhausted_at_once, 4,
+        "past the burst of 2, no call waits on the locked store"
+    );
+}
+
 async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.verify_throttle_rate = 0.01;
@@ -469,6 +603,8 @@ both_backends!(
     cold_verifications_past_the_queue_are_told_to_retry,
     cancelled_verifications_give_their_queue_places_back,
     the_throttle_isolates_clients_and_spares_cached_secrets,
+    the_rightful_secret_keeps_verifying_under_a_flood_of_wrong_ones,
+    made_up_clients_share_one_bounded_budget,
     a_throttled_client_is_refused_then_served_again_as_its_bucket_refills,
     no_sequence_of_operations_makes_a_wrong_secret_valid,
 );

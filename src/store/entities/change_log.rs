@@ -7,6 +7,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub seq: i64,
+    pub origin: String,
     pub org_id: String,
     pub time: DateTimeUtc,
 }
