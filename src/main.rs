@@ -131,7 +131,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), app::StartError> {
-    let bootstrap_set = settings.bootstrap_token.is_some();
+    // An expired bootstrap token is no way in: the first-start token is made then.
+    let bootstrap_set = settings.bootstrap_token.is_some()
+        && settings
+            .bootstrap_token_expire
+            .is_none_or(|expiry| expiry > chrono::Utc::now());
     let app = App::build(settings).await?;
     // With no bootstrap token, a store that never had a caller token gets an admin
     // token, printed once to stdout and never logged.

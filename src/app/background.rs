@@ -3,7 +3,6 @@
 //! that nothing is lost at shutdown.
 
 use std::{
-    collections::HashSet,
     future::Future,
     sync::{
         Arc,
@@ -30,9 +29,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one read of the change feed (the counter, or opening the LISTEN
 /// connection) may take before the feed counts as unreadable.
 const FEED_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many of the newest change-log entries each read covers: an entry that
-/// commits after up to this many later ones is still seen.
-const CHANGE_WINDOW: u64 = 256;
+/// The most change-log entries one poll reads; a poll that finds more forgets
+/// everything rather than fall behind.
+const CHANGE_BATCH: u64 = 1000;
 /// How long change-log entries are kept, and how often old ones are deleted.
 const CHANGE_LOG_KEEP: Duration = Duration::from_secs(3600);
 const CHANGE_LOG_PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -253,43 +252,61 @@ pub(super) async fn follow_changes(
     );
 }
 
+/// `read`, given up after [`FEED_TIMEOUT`].
+fn bounded<F: Future>(read: F) -> tokio::time::Timeout<F> {
+    tokio::time::timeout(FEED_TIMEOUT, read)
+}
+
 async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mut stop: Stop) {
-    let read_version = || tokio::time::timeout(FEED_TIMEOUT, store.change_version());
-    let read_log = || tokio::time::timeout(FEED_TIMEOUT, store.recent_changes(CHANGE_WINDOW));
-    let mut version = read_version().await.ok().and_then(Result::ok);
-    // At start nothing is cached: what is in the log already needs no forgetting.
-    let mut seen: HashSet<i64> = match read_log().await {
-        Ok(Ok(changes)) => changes.iter().map(|c| c.seq).collect(),
-        _ => HashSet::new(),
+    let start = async {
+        let version = store.change_version().await?;
+        let last = store.last_change().await?;
+        Ok::<_, crate::Error>((version, last))
     };
+    let (mut version, mut cursor) = match bounded(start).await {
+        Ok(Ok((version, last))) => (Some(version), last),
+        _ => (None, 0),
+    };
+    // A verdict cached before the read above might belong to a change it counted.
+    cache.clear();
+    // Log entries read ahead of the counter (committed between the two reads).
+    let mut ahead: i64 = 0;
     let mut unreadable = false;
     let prune_every = (CHANGE_LOG_PRUNE_EVERY.as_millis() / every.as_millis().max(1)).max(1);
     let mut polls: u128 = 0;
     while stop.sleep(every).await {
         polls += 1;
         let read: Result<(), String> = async {
-            let now = match read_version().await {
+            let now = match bounded(store.change_version()).await {
                 Ok(Ok(now)) => now,
                 Ok(Err(err)) => return Err(err.to_string()),
                 Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
             };
-            if Some(now) == version {
+            if Some(now) == version && ahead == 0 {
                 return Ok(());
             }
-            let changes = match read_log().await {
+            let changes = match bounded(store.changes_after(cursor, CHANGE_BATCH)).await {
                 Ok(Ok(changes)) => changes,
                 Ok(Err(err)) => return Err(err.to_string()),
                 Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
             };
-            // Forget exactly the orgs that changed, each entry once; this process's
-            // own changes were applied when it made them.
-            for change in changes
-                .iter()
-                .filter(|c| !seen.contains(&c.seq) && c.origin != store.origin())
-            {
+            // Forget exactly the orgs that changed; this process's own changes were
+            // applied when it made them.
+            for change in changes.iter().filter(|c| c.origin != store.origin()) {
                 cache.forget_org(&change.org_id);
             }
-            seen = changes.iter().map(|c| c.seq).collect();
+            cursor = changes.last().map_or(cursor, |c| c.seq);
+            // Every announcement bumps the counter once and writes one entry. More
+            // bumps than entries: changes this process cannot name (an older replica
+            // during a rolling deploy, which writes no entries, or more entries than
+            // one batch) — forget everything. Entries ahead of the counter are
+            // counted on the next poll.
+            let bumps = version.map_or(i64::MAX, |version| now - version);
+            ahead += changes.len() as i64 - bumps;
+            if ahead < 0 || changes.len() as u64 == CHANGE_BATCH {
+                cache.clear();
+                ahead = 0;
+            }
             version = Some(now);
             Ok(())
         }
@@ -305,6 +322,7 @@ async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mu
             Err(error) => {
                 cache.clear();
                 version = None;
+                ahead = 0;
                 if !unreadable {
                     tracing::warn!(%error, "cannot read the change feed: forgetting every cached verification until it answers");
                     unreadable = true;
@@ -314,8 +332,10 @@ async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mu
         if polls.is_multiple_of(prune_every) {
             let before = chrono::Utc::now()
                 - chrono::Duration::from_std(CHANGE_LOG_KEEP).unwrap_or(chrono::Duration::hours(1));
-            if let Err(err) = store.prune_changes(before).await {
-                tracing::debug!(error = %err, "could not prune the change log");
+            match bounded(store.prune_changes(before)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::debug!(error = %err, "could not prune the change log"),
+                Err(_) => tracing::debug!("pruning the change log timed out"),
             }
         }
     }

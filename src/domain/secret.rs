@@ -401,6 +401,13 @@ pub fn validate_import(field: &str, secret: &SecretString) -> Result<(), Violati
     if secret.len() > MAX_SECRET_LEN {
         return fail("must be at most 512 characters");
     }
+    if ids::ClientId::parse(secret).is_some() {
+        // A caller who swaps the two Basic-auth fields would send such a secret as
+        // the client_id, which is logged.
+        return fail(
+            "must not look like a client ID (32 lower-case hex characters): use a longer or base64 secret",
+        );
+    }
     let mut distinct: Vec<u8> = secret.bytes().collect();
     distinct.sort_unstable();
     distinct.dedup();
@@ -492,21 +499,27 @@ pub fn estimated_bits(secret: &str) -> f64 {
             from = at + 1;
         }
     }
-    let alphabet: u32 = [
-        (bytes.iter().any(u8::is_ascii_lowercase), 26),
-        (bytes.iter().any(u8::is_ascii_uppercase), 26),
-        (bytes.iter().any(u8::is_ascii_digit), 10),
-        (
-            bytes
-                .iter()
-                .any(|b| !b.is_ascii_alphanumeric() && *b != b'='),
-            4,
-        ),
-    ]
-    .iter()
-    .filter(|(present, _)| *present)
-    .map(|(_, size)| size)
-    .sum();
+    let hex_only = bytes.iter().all(u8::is_ascii_hexdigit)
+        && !(bytes.iter().any(u8::is_ascii_lowercase) && bytes.iter().any(u8::is_ascii_uppercase));
+    let alphabet: u32 = if hex_only {
+        16
+    } else {
+        [
+            (bytes.iter().any(u8::is_ascii_lowercase), 26),
+            (bytes.iter().any(u8::is_ascii_uppercase), 26),
+            (bytes.iter().any(u8::is_ascii_digit), 10),
+            (
+                bytes
+                    .iter()
+                    .any(|b| !b.is_ascii_alphanumeric() && *b != b'='),
+                4,
+            ),
+        ]
+        .iter()
+        .filter(|(present, _)| *present)
+        .map(|(_, size)| size)
+        .sum()
+    };
     let free = predictable.iter().filter(|p| !**p).count();
     free as f64 * f64::from(alphabet.max(2)).log2()
 }
@@ -647,6 +660,8 @@ mod tests {
             "aB3dE6gH9aB3dE6gH9aB3dE6gH9aB3dE6gH9",
             "MySecretMySecretMySecretMySecret2024",
             "mypassword123456789mypassword1234567",
+            "0123456789abcdef0123456789abcdef",
+            "8f14e45fceea167a5a36dedd4bea2543",
         ] {
             assert!(!ok(weak), "{weak}: {} bits", estimated_bits(weak));
         }

@@ -90,7 +90,7 @@ where
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
             let checked = self.authenticator.authenticate(header).and_then(|caller| {
-                match required_scope(method) {
+                match required_scope(request.uri().path()) {
                     Some(scope) if caller.scopes.allow(scope) => Ok(caller),
                     Some(scope) => Err(Error::PermissionDenied(format!(
                         "this RPC needs the `{}` scope (or `admin`)",

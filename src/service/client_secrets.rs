@@ -138,6 +138,7 @@ impl SecretService {
             ActivationTarget::Plaintext(plaintext) => self.match_pending(org_id, plaintext).await?,
         };
         let now = self.clock.now();
+        let forget = self.cache.forget_when_done(org_id);
         let secret = self
             .store
             .activate_secret(
@@ -149,7 +150,7 @@ impl SecretService {
                     .details(serde_json::json!({ "grace_seconds": grace.num_seconds() })),
             )
             .await?;
-        self.cache.forget_org(org_id);
+        drop(forget);
         tracing::info!(%org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret activated");
         Ok(secret)
     }
@@ -218,6 +219,7 @@ impl SecretService {
         secret_id: &SecretId,
     ) -> Result<ClientSecret, Error> {
         super::record_org(org_id);
+        let forget = self.cache.forget_when_done(org_id);
         let secret = self
             .store
             .revoke_secret(
@@ -227,7 +229,7 @@ impl SecretService {
                 NewEvent::new(actor, "secret.revoke", Some(org_id), secret_id),
             )
             .await?;
-        self.cache.forget_org(org_id);
+        drop(forget);
         tracing::info!(%org_id, %secret_id, "client secret revoked");
         Ok(secret)
     }

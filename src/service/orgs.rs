@@ -121,8 +121,9 @@ impl OrgService {
     pub async fn delete(&self, actor: &Actor, id: &OrgId) -> Result<(), Error> {
         super::record_org(id);
         let event = NewEvent::new(actor, "org.delete", Some(id), id);
+        let forget = self.cache.forget_when_done(id);
         self.store.delete_org(id, self.clock.now(), event).await?;
-        self.cache.forget_org(id);
+        drop(forget);
         tracing::info!(org_id = %id, "org deleted");
         Ok(())
     }

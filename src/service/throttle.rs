@@ -1,8 +1,10 @@
-//! Token buckets on cold (argon2) verifications, taken before the database is asked:
-//! one per client ID, so that one client hammering wrong or uncached secrets cannot
-//! take every argon2 worker from the rest, and one shared by every verification
-//! that finds no candidate secret (unknown clients, made-up locators), so that
-//! random client IDs — each of which would get a fresh bucket — cannot either.
+//! Token buckets on cold (argon2) verifications, taken before the database is
+//! asked, so that the decision depends on nothing stored (no oracle):
+//! - one per client ID, so that one client hammering wrong or uncached secrets
+//!   cannot take every argon2 worker from the rest;
+//! - one shared by every client ID that has no bucket yet, which a new bucket is
+//!   paid from, so that made-up client IDs — each of which would otherwise arrive
+//!   with a full bucket of its own — share one client's rate between them.
 
 use std::{
     collections::HashMap,
@@ -42,7 +44,6 @@ impl Bucket {
             self.tokens -= 1.0;
             return true;
         }
-        METRICS.verify_throttled.inc();
         false
     }
 
@@ -58,82 +59,75 @@ impl Bucket {
     }
 }
 
-/// Per-client token buckets and the shared bucket of verifications that find no
-/// candidate; a rate of zero turns throttling off.
+/// The buckets; a rate of zero turns throttling off.
 #[derive(Debug)]
 pub struct Throttle {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<ClientId, Bucket>>,
-    no_candidate: Mutex<Option<Bucket>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    clients: HashMap<ClientId, Bucket>,
+    /// What new buckets are paid from (created full on first use).
+    newcomers: Option<Bucket>,
 }
 
 impl Throttle {
-    /// `rate` cold verifications a second per client, bursts of `burst`.
+    /// `rate` cold verifications a second per client, bursts of `burst`; new
+    /// client IDs together get the same.
     pub fn new(rate: f64, burst: u32) -> Self {
         Self {
             rate,
             burst: f64::from(burst.max(1)),
-            buckets: Mutex::default(),
-            no_candidate: Mutex::default(),
+            state: Mutex::default(),
         }
     }
 
-    /// Takes a token from the bucket every verification without a candidate secret
-    /// shares (an unknown client, or a locator no row has): whatever client IDs a
-    /// caller makes up, their dummy-hash work is bounded by one client's rate.
-    pub fn allow_no_candidate(&self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let Ok(mut bucket) = self.no_candidate.lock() else {
-            return true;
-        };
-        let bucket = bucket.get_or_insert_with(|| Bucket::full(self.burst, now));
-        if bucket.take(now, self.rate, self.burst) {
-            return true;
-        }
-        if bucket.due_for_log(now) {
-            tracing::warn!(
-                rate = self.rate,
-                burst = self.burst,
-                "cold verifications of unknown clients throttled"
-            );
-        }
-        false
-    }
-
-    /// Takes a token for `client_id`; false when its bucket is empty.
+    /// Takes a token for `client_id`; false when its bucket is empty, or when it
+    /// has none yet and the newcomers' shared bucket is empty.
     pub fn allow(&self, client_id: &ClientId) -> bool {
         if self.rate <= 0.0 {
             return true;
         }
         let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return true;
         };
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client_id) {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| {
+        let State { clients, newcomers } = &mut *state;
+        let (rate, burst) = (self.rate, self.burst);
+        if let Some(bucket) = clients.get_mut(client_id) {
+            if bucket.take(now, rate, burst) {
+                return true;
+            }
+            METRICS.verify_throttled.inc();
+            if bucket.due_for_log(now) {
+                tracing::warn!(%client_id, rate, burst, "cold verifications throttled for this client");
+            }
+            return false;
+        }
+        let shared = newcomers.get_or_insert_with(|| Bucket::full(burst, now));
+        if !shared.take(now, rate, burst) {
+            METRICS.verify_throttled.inc();
+            if shared.due_for_log(now) {
+                tracing::warn!(
+                    rate,
+                    burst,
+                    "cold verifications of client IDs not seen lately throttled (made-up client IDs?)"
+                );
+            }
+            return false;
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.retain(|_, b| {
                 b.tokens + now.duration_since(b.refilled).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets
-            .entry(client_id.clone())
-            .or_insert_with(|| Bucket::full(self.burst, now));
-        if bucket.take(now, self.rate, self.burst) {
-            return true;
-        }
-        if bucket.due_for_log(now) {
-            tracing::warn!(
-                %client_id,
-                rate = self.rate,
-                burst = self.burst,
-                "cold verifications throttled for this client"
-            );
-        }
-        false
+        let mut bucket = Bucket::full(burst, now);
+        bucket.tokens -= 1.0;
+        clients.insert(client_id.clone(), bucket);
+        true
     }
 }
 
@@ -154,15 +148,22 @@ mod tests {
     }
 
     #[test]
-    fn verifications_without_a_candidate_share_one_bucket() {
+    fn new_client_ids_share_one_bucket_and_known_ones_keep_theirs() {
         let throttle = Throttle::new(0.001, 3);
-        assert!((0..3).all(|_| throttle.allow_no_candidate()));
-        assert!(!throttle.allow_no_candidate());
-        assert!(throttle.allow(&id("a")), "clients keep their own buckets");
         assert!(
-            Throttle::new(0.0, 1).allow_no_candidate(),
-            "a zero rate is off"
+            throttle.allow(&id("known")),
+            "a first bucket, paid by newcomers"
         );
+        assert!(throttle.allow(&id("x1")));
+        assert!(throttle.allow(&id("x2")));
+        assert!(!throttle.allow(&id("x3")), "newcomers' bucket spent");
+        assert!(!throttle.allow(&id("x4")));
+        assert!(
+            throttle.allow(&id("known")),
+            "a known client keeps its own bucket"
+        );
+        assert!(throttle.allow(&id("x1")));
+        assert!(Throttle::new(0.0, 1).allow(&id("y")), "a zero rate is off");
     }
 
     #[test]

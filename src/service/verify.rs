@@ -296,11 +296,10 @@ impl VerifyService {
     /// The verdict for a client ID and secret that missed the cache. `known_good`:
     /// this very secret verified recently, so it skips the client's throttle.
     ///
-    /// The throttle comes before the store: a client whose bucket is empty costs
-    /// neither a query nor a hash. Verifications that find no candidate (an unknown
-    /// client, a made-up locator) then share one more bucket before their dummy
-    /// hash, so random client IDs cannot take every argon2 worker. A malformed
-    /// secret costs nothing and is throttled by nothing.
+    /// The throttle comes before the store, so its answer depends on nothing stored:
+    /// a client whose bucket is empty costs neither a query nor a hash, and client
+    /// IDs without a bucket (made-up ones among them) share one to get theirs. A
+    /// malformed secret costs nothing and is throttled by nothing.
     async fn judge(
         &self,
         client_id: &ClientId,
@@ -312,7 +311,8 @@ impl VerifyService {
             return Ok(Judged::refused(Refusal::MalformedSecret(reason)));
         }
         // `allow` first: a known-good secret still spends a token when there is one.
-        if !self.throttle.allow(client_id) && !known_good {
+        let bypassed = !self.throttle.allow(client_id);
+        if bypassed && !known_good {
             return Err(Error::Overloaded(
                 "too many uncached verifications for this client; retry shortly",
             ));
@@ -359,9 +359,10 @@ impl VerifyService {
             judged.verdict = Verdict::Invalid(Refusal::Mismatch);
         }
         if !hashed {
-            if judged.org_id.is_none() && !self.throttle.allow_no_candidate() {
+            // A known-good pass covers a secret that can still verify, nothing else.
+            if bypassed {
                 return Err(Error::Overloaded(
-                    "too many uncached verifications of unknown clients; retry shortly",
+                    "too many uncached verifications for this client; retry shortly",
                 ));
             }
             // The same argon2 work as a real check, so that timing does not tell

@@ -172,7 +172,10 @@ impl VerifyCache {
                     known_good.clear();
                 }
             }
-            known_good.insert(key, (verdict.org_id.clone(), now + KNOWN_GOOD_FOR));
+            // Never past a RETIRING secret's grace end: then it cannot verify.
+            let known_until =
+                expiry.map_or(now + KNOWN_GOOD_FOR, |end| end.min(now + KNOWN_GOOD_FOR));
+            known_good.insert(key, (verdict.org_id.clone(), known_until));
         }
         entries.insert(
             key,
@@ -263,6 +266,33 @@ impl VerifyCache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Forgets an org's verdicts when dropped. A write that changes what verifies
+/// creates it before the store call: the org is forgotten after the commit even
+/// when the RPC is cancelled meanwhile, or the commit's answer is lost after the
+/// database committed — this process's change feed skips its own changes, so
+/// nothing else would.
+#[must_use = "the org is forgotten when this is dropped"]
+pub struct ForgetOnDrop {
+    cache: Arc<VerifyCache>,
+    org_id: OrgId,
+}
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        self.cache.forget_org(&self.org_id);
+    }
+}
+
+impl VerifyCache {
+    /// A guard that forgets `org_id`'s verdicts when it is dropped.
+    pub fn forget_when_done(self: &Arc<Self>, org_id: &OrgId) -> ForgetOnDrop {
+        ForgetOnDrop {
+            cache: self.clone(),
+            org_id: org_id.clone(),
+        }
     }
 }
 

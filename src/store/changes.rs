@@ -56,10 +56,16 @@ pub(super) async fn announce(
         );
         txn.execute_raw(notify).await?;
     }
-    // On every backend: the log names the org for processes that poll, and the
-    // counter (bumped last: its row lock orders committing announcers) tells them
-    // cheaply that something changed. A silently dead LISTEN connection defeats
-    // neither.
+    // On every backend: the counter first — its row lock, held to the commit, puts
+    // announcing transactions in one order, so the log entry's sequence number
+    // (taken after the lock) follows commit order and a reader can go on from the
+    // last number it saw — then the log entry naming the org. A silently dead
+    // LISTEN connection defeats neither.
+    let bump = Statement::from_string(
+        backend,
+        "UPDATE change_counter SET version = version + 1 WHERE id = 1",
+    );
+    txn.execute_raw(bump).await?;
     change_log::ActiveModel {
         origin: Set(origin.to_owned()),
         org_id: Set(org_id.as_str().to_owned()),
@@ -68,11 +74,6 @@ pub(super) async fn announce(
     }
     .insert(txn)
     .await?;
-    let bump = Statement::from_string(
-        backend,
-        "UPDATE change_counter SET version = version + 1 WHERE id = 1",
-    );
-    txn.execute_raw(bump).await?;
     Ok(())
 }
 
@@ -135,14 +136,14 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// The last `window` entries of the change log (or fewer), oldest first.
-    /// Entries are read again on later polls while inside the window, so one that
-    /// commits after a later one (its sequence number was taken first) is still
-    /// seen.
-    pub async fn recent_changes(&self, window: u64) -> Result<Vec<Change>, Error> {
-        let mut changes: Vec<Change> = change_log::Entity::find()
-            .order_by_desc(change_log::Column::Seq)
-            .limit(window)
+    /// The change-log entries after `after`, oldest first, at most `limit`.
+    /// Sequence numbers follow commit order (see `announce`), so reading on from
+    /// the last one seen misses nothing.
+    pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<Change>, Error> {
+        Ok(change_log::Entity::find()
+            .filter(change_log::Column::Seq.gt(after))
+            .order_by_asc(change_log::Column::Seq)
+            .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
@@ -151,9 +152,19 @@ impl Store {
                 origin: row.origin,
                 org_id: OrgId::from_stored(row.org_id),
             })
-            .collect();
-        changes.reverse();
-        Ok(changes)
+            .collect())
+    }
+
+    /// The newest entry's sequence number (0 for an empty log).
+    pub async fn last_change(&self) -> Result<i64, Error> {
+        Ok(change_log::Entity::find()
+            .select_only()
+            .column_as(change_log::Column::Seq.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .unwrap_or(0))
     }
 
     /// Deletes change-log entries written before `before`.

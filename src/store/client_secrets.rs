@@ -284,9 +284,10 @@ impl Store {
         for step in &steps {
             apply(&txn, org_id, step).await?;
         }
-        super::changes::announce(&txn, &self.origin, org_id).await?;
         let activated = find_in(&txn, org_id, secret_id).await?.try_into()?;
         audit::append(&txn, event, now).await?;
+        // Last before the commit: it takes the feed's one global lock.
+        super::changes::announce(&txn, &self.origin, org_id).await?;
         txn.commit().await?;
         Ok(activated)
     }
@@ -311,9 +312,10 @@ impl Store {
         let mut row: client_secrets::ActiveModel = row.into();
         row.state = Set(ClientSecretState::Revoked.as_str().to_owned());
         row.revoke_time = Set(Some(now));
-        super::changes::announce(&txn, &self.origin, org_id).await?;
         let row = row.update(&txn).await?;
         audit::append(&txn, event, now).await?;
+        // Last before the commit: it takes the feed's one global lock.
+        super::changes::announce(&txn, &self.origin, org_id).await?;
         txn.commit().await?;
         row.try_into()
     }

@@ -212,8 +212,9 @@ impl Store {
             .filter(app_registrations::Column::OrgId.eq(id.as_str()))
             .exec(&txn)
             .await?;
-        super::changes::announce(&txn, &self.origin, id).await?;
         audit::append(&txn, event, now).await?;
+        // Last before the commit: it takes the feed's one global lock.
+        super::changes::announce(&txn, &self.origin, id).await?;
         txn.commit().await?;
         Ok(())
     }
