@@ -112,7 +112,10 @@ async fn a_page_token_continues_only_the_list_it_came_from(backend: Backend) {
     );
 }
 
-both_backends!(a_page_token_continues_only_the_list_it_came_from);
+both_backends!(
+    a_page_token_continues_only_the_list_it_came_from,
+    a_change_without_a_log_entry_forgets_everything,
+);
 
 /// PostgreSQL only: with the change-counter poll slowed to a minute, a revocation
 /// on one replica still reaches another within a second — NOTIFY alone carries it.
@@ -237,4 +240,25 @@ async fn a_hung_change_feed_read_forgets_the_cache_instead_of_waiting_for_ever()
     app.wait_until_changes_are_taken_in().await;
     assert!(app.verifies(&org.client_id, &plaintext).await);
     assert_eq!(app.verifier.cache().len(), 1);
+}
+
+/// A replica of an older version announces a change by the counter alone (it
+/// writes no change-log entry). A counter that moved more than the entries explain
+/// makes this process forget everything, rather than keep verdicts it cannot check.
+async fn a_change_without_a_log_entry_forgets_everything(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org().await;
+    let (_, plaintext) = app.generate_and_activate(&org.id).await;
+    app.wait_until_changes_are_taken_in().await;
+    assert!(app.verifies(&org.client_id, &plaintext).await);
+    assert_eq!(app.verifier.cache().len(), 1);
+    app.execute_sql("UPDATE change_counter SET version = version + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    wait_until(
+        "the unexplained change empties the cache",
+        Duration::from_secs(5),
+        async || app.verifier.cache().is_empty(),
+    )
+    .await;
 }
