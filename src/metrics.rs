@@ -33,6 +33,14 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// An org (only orgs that exist: the set is bounded by the orgs an admin made,
+/// never by what a caller sends).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrgLabels {
+    /// The org's id.
+    pub org_id: String,
+}
+
 /// A verify cache lookup result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
@@ -65,6 +73,8 @@ pub struct Metrics {
     pub verify_outcomes: Family<OutcomeLabels, Counter>,
     /// Verify cache lookups by result.
     pub verify_cache: Family<CacheLabels, Counter>,
+    /// Refused verifications of an existing client, by its org.
+    pub verify_failures: Family<OrgLabels, Counter>,
     /// Verifications refused by the per-client throttle.
     pub verify_throttled: Counter,
     /// argon2 computations running now.
@@ -75,6 +85,10 @@ pub struct Metrics {
     pub argon2_queue_wait: Histogram,
     /// Hashes refused because the wait queue was full.
     pub argon2_rejected: Counter,
+    /// Callers the argon2 queue holds at most (CREDD_ARGON2_QUEUE).
+    pub argon2_queue_capacity: Gauge,
+    /// 1 while the store answers the health probe, 0 otherwise.
+    pub store_up: Gauge,
     /// Database errors by kind.
     pub db_errors: Family<KindLabels, Counter>,
     /// Pooled database connections by state.
@@ -101,6 +115,9 @@ impl Metrics {
         );
         let verify_outcomes = Family::<OutcomeLabels, Counter>::default();
         let verify_cache = Family::<CacheLabels, Counter>::default();
+        let verify_failures = Family::<OrgLabels, Counter>::default();
+        let argon2_queue_capacity = Gauge::default();
+        let store_up = Gauge::default();
         let verify_throttled = Counter::default();
         let argon2_in_flight = Gauge::default();
         let argon2_waiting = Gauge::default();
@@ -129,6 +146,21 @@ impl Metrics {
             "verify_cache_lookups",
             "Verify cache lookups by result",
             verify_cache.clone(),
+        );
+        registry.register(
+            "verify_failures",
+            "Refused verifications of an existing client, by org",
+            verify_failures.clone(),
+        );
+        registry.register(
+            "argon2_queue_capacity",
+            "Callers the argon2 wait queue holds at most",
+            argon2_queue_capacity.clone(),
+        );
+        registry.register(
+            "store_up",
+            "1 while the store answers the health probe",
+            store_up.clone(),
         );
         registry.register(
             "verify_throttled",
@@ -167,12 +199,30 @@ impl Metrics {
             "Resident memory of the process",
             resident_memory.clone(),
         );
+        // Every label set whose values are known in advance exists from the start at
+        // zero, so that rates and alerts see a series before the first event.
+        for kind in ["unavailable", "other"] {
+            drop(db_errors.get_or_create(&KindLabels { kind: kind.into() }));
+        }
+        for result in ["hit", "miss"] {
+            drop(verify_cache.get_or_create(&CacheLabels {
+                result: result.into(),
+            }));
+        }
+        for state in ["idle", "in_use"] {
+            drop(db_pool.get_or_create(&PoolLabels {
+                state: state.into(),
+            }));
+        }
         Self {
             registry,
             rpc_requests,
             rpc_duration,
             verify_outcomes,
             verify_cache,
+            verify_failures,
+            argon2_queue_capacity,
+            store_up,
             verify_throttled,
             argon2_in_flight,
             argon2_waiting,

@@ -155,6 +155,7 @@ pub(super) async fn probe_store(
     mut stop: Stop,
 ) {
     let mut serving = true;
+    METRICS.store_up.set(1);
     record_pool(&store);
     while stop.sleep(PROBE_EVERY).await {
         let answered = matches!(
@@ -162,6 +163,7 @@ pub(super) async fn probe_store(
             Ok(Ok(()))
         );
         record_pool(&store);
+        METRICS.store_up.set(i64::from(answered));
         if draining.load(Ordering::SeqCst) || answered == serving {
             continue;
         }

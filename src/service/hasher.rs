@@ -101,6 +101,7 @@ impl Hasher {
         let blocks = (0..workers)
             .map(|_| vec![Block::default(); params.block_count()])
             .collect();
+        METRICS.argon2_queue_capacity.set(config.queue as i64);
         let mut hasher = Self {
             inner: Arc::new(Inner {
                 params,

@@ -284,7 +284,15 @@ impl VerifyService {
             }
             Verdict::Invalid(refusal) => {
                 let key = match self.count_failure(client_id, judged.org_id).await {
-                    Some(org_id) => RefusalKey::Org(org_id),
+                    Some(org_id) => {
+                        crate::metrics::METRICS
+                            .verify_failures
+                            .get_or_create(&crate::metrics::OrgLabels {
+                                org_id: org_id.as_str().to_owned(),
+                            })
+                            .inc();
+                        RefusalKey::Org(org_id)
+                    }
                     None => RefusalKey::UnknownClient,
                 };
                 self.log_refusal(key, Some(client_id), *refusal);

@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod alerts;
 mod app_registrations;
 mod audit;
 mod callers;
