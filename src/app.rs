@@ -151,23 +151,9 @@ impl App {
             source,
         })?;
 
-        let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
-                StartError::Config(format!(
-                    "cannot listen on {addr} (CREDD_METRICS_LISTEN): {err}"
-                ))
-            })?),
-            None => None,
-        };
-
-        let health_listener = match settings.health_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|err| {
-                StartError::Config(format!(
-                    "cannot listen on {addr} (CREDD_HEALTH_LISTEN): {err}"
-                ))
-            })?),
-            None => None,
-        };
+        let metrics_listener =
+            bind_optional(settings.metrics_listen, "CREDD_METRICS_LISTEN").await?;
+        let health_listener = bind_optional(settings.health_listen, "CREDD_HEALTH_LISTEN").await?;
 
         let store = Store::connect(settings.database_url.expose_secret()).await?;
         store.migrate().await?;
@@ -453,6 +439,20 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
 
 /// The health service name a liveness probe asks for.
 pub const LIVENESS: &str = "liveness";
+
+/// The listener of an optional port, or a start error naming its `variable`.
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    variable: &str,
+) -> Result<Option<TcpListener>, StartError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|err| StartError::Config(format!("cannot listen on {addr} ({variable}): {err}")))
+}
 
 /// Sets the status of "" and of every credd service.
 async fn set_status(health: &HealthReporter, status: ServingStatus) {

@@ -367,6 +367,31 @@ impl TestApp {
         result
     }
 
+    /// An org whose active secret is verified and cached here, with the secret.
+    pub async fn cached_verdict(&self) -> (credd::pb::Org, String) {
+        let org = self.create_org().await;
+        let (_, plaintext) = self.generate_and_activate(&org.id).await;
+        self.wait_until_changes_are_taken_in().await;
+        assert!(self.verifies(&org.client_id, &plaintext).await);
+        assert_eq!(self.verifier.cache().len(), 1);
+        (org, plaintext)
+    }
+
+    /// PostgreSQL: another session that holds `table` in ACCESS EXCLUSIVE mode until
+    /// it is rolled back, so that every query of it waits (a stuck migration, a hung
+    /// connection).
+    pub async fn lock_table(&self, table: &str) -> sea_orm::DatabaseTransaction {
+        use sea_orm::TransactionTrait as _;
+        let db = Database::connect(self.database_url.as_str())
+            .await
+            .expect("connect to the test database");
+        let lock = db.begin().await.expect("begin");
+        lock.execute_unprepared(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .await
+            .expect("lock the table");
+        lock
+    }
+
     /// Stops the server as SIGTERM would and waits for it to finish.
     pub async fn stop(&mut self) -> Result<(), credd::app::StartError> {
         if let Some(tx) = self.shutdown.take() {

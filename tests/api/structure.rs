@@ -207,26 +207,13 @@ async fn a_locked_sqlite_database_answers_unavailable_for_writes_and_recovers() 
 /// query, health's included, still answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_change_feed_read_forgets_the_cache_instead_of_waiting_for_ever() {
-    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
-
     let Some(backend) = Backend::postgres() else {
         eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL lock test skipped");
         return;
     };
     let app = spawn_app(backend).await;
-    let org = app.create_org().await;
-    let (_, plaintext) = app.generate_and_activate(&org.id).await;
-    app.wait_until_changes_are_taken_in().await;
-    assert!(app.verifies(&org.client_id, &plaintext).await);
-    assert_eq!(app.verifier.cache().len(), 1);
-
-    let db = sea_orm::Database::connect(app.database_url.as_str())
-        .await
-        .unwrap();
-    let lock = db.begin().await.unwrap();
-    lock.execute_unprepared("LOCK TABLE change_counter IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let (org, plaintext) = app.cached_verdict().await;
+    let lock = app.lock_table("change_counter").await;
     wait_until(
         "the cache is forgotten while the change counter cannot be read",
         Duration::from_secs(6),
@@ -234,7 +221,6 @@ async fn a_hung_change_feed_read_forgets_the_cache_instead_of_waiting_for_ever()
     )
     .await;
     lock.rollback().await.unwrap();
-    db.close().await.unwrap();
 
     // Readable again: verdicts are cached and kept once more.
     app.wait_until_changes_are_taken_in().await;
@@ -247,11 +233,7 @@ async fn a_hung_change_feed_read_forgets_the_cache_instead_of_waiting_for_ever()
 /// makes this process forget everything, rather than keep verdicts it cannot check.
 async fn a_change_without_a_log_entry_forgets_everything(backend: Backend) {
     let app = spawn_app(backend).await;
-    let org = app.create_org().await;
-    let (_, plaintext) = app.generate_and_activate(&org.id).await;
-    app.wait_until_changes_are_taken_in().await;
-    assert!(app.verifies(&org.client_id, &plaintext).await);
-    assert_eq!(app.verifier.cache().len(), 1);
+    app.cached_verdict().await;
     app.execute_sql("UPDATE change_counter SET version = version + 1 WHERE id = 1")
         .await
         .unwrap();

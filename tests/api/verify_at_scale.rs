@@ -380,8 +380,6 @@ async fn made_up_clients_share_one_bounded_budget(backend: Backend) {
 /// told RESOURCE_EXHAUSTED at once instead of waiting on the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_throttle_answers_before_the_database_is_asked() {
-    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
-
     let Some(backend) = Backend::postgres() else {
         eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL lock test skipped");
         return;
@@ -393,13 +391,7 @@ async fn the_throttle_answers_before_the_database_is_asked() {
     .await;
     let org = app.create_org().await;
     let (_, secret) = app.generate_and_activate(&org.id).await;
-    let db = sea_orm::Database::connect(app.database_url.as_str())
-        .await
-        .unwrap();
-    let lock = db.begin().await.unwrap();
-    lock.execute_unprepared("LOCK TABLE client_secrets IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = app.lock_table("client_secrets").await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let mut client = app.secrets.clone();
@@ -426,7 +418,6 @@ async fn the_throttle_answers_before_the_database_is_asked() {
         }
     }
     lock.rollback().await.unwrap();
-    db.close().await.unwrap();
     assert_eq!(
         exhausted_at_once, 4,
         "past the burst of 2, no call waits on the locked store"
