@@ -81,14 +81,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            // One line naming the flag and its variable; clap's usage hint follows.
+            // The whole of clap's message (a missing flag is on its second line),
+            // without the usage and --help hints that follow the first blank line.
             let text = err.to_string();
+            let message: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).collect();
             eprintln!(
                 "credd: {}",
-                text.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_start_matches("error: ")
+                message.join("\n").trim_start_matches("error: ")
             );
             return ExitCode::from(2);
         }

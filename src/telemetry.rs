@@ -41,8 +41,13 @@ pub fn init(settings: &Settings) -> Result<Telemetry, String> {
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("credd")));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match settings.log_format {
+        // Colour only for a person at a terminal: a log file or a collector gets none.
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))

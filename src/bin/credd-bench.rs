@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
     /// An admin caller token (set-up and calls).
-    #[arg(long, env = "CREDD_TOKEN")]
+    #[arg(long, env = "CREDD_TOKEN", hide_env_values = true)]
     token: String,
     /// The RPC to drive.
     #[arg(long, value_enum)]

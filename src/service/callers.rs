@@ -76,7 +76,12 @@ impl Authenticator {
     /// The caller that `authorization` (the header's value) names.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
         let token = authorization
-            .and_then(|value| value.strip_prefix(b"Bearer ".as_slice()))
+            // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` works too.
+            .and_then(|value| {
+                let space = value.iter().position(|b| *b == b' ')?;
+                let (scheme, rest) = value.split_at(space);
+                scheme.eq_ignore_ascii_case(b"bearer").then_some(rest)
+            })
             .map(<[u8]>::trim_ascii)
             .filter(|token| !token.is_empty())
             .ok_or(Error::Unauthenticated)?;
@@ -278,6 +283,8 @@ mod tests {
     fn only_the_bootstrap_token_as_bearer_is_accepted() {
         let auth = Authenticator::new(Some("s3cret-token"), None, Arc::new(SystemClock));
         assert!(auth.authenticate(Some(b"Bearer s3cret-token")).is_ok());
+        assert!(auth.authenticate(Some(b"bearer s3cret-token")).is_ok());
+        assert!(auth.authenticate(Some(b"BEARER s3cret-token")).is_ok());
         for bad in [
             &b"Bearer s3cret-tokeN"[..],
             b"s3cret-token",

@@ -488,3 +488,22 @@ async fn the_bootstrap_token_stops_working_at_its_expiry() {
         Code::Unauthenticated
     );
 }
+
+/// RFC 9110 §11.1: the authentication scheme is case-insensitive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let mut request = tonic::Request::new(credd::pb::ListOrgsRequest::default());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("{scheme} {}", crate::helpers::TOKEN)
+                .parse()
+                .unwrap(),
+        );
+        credd::pb::orgs_client::OrgsClient::new(app.channel.clone())
+            .list_orgs(request)
+            .await
+            .unwrap_or_else(|status| panic!("{scheme}: {status:?}"));
+    }
+}

@@ -77,6 +77,70 @@ fn assert_fails_with_one_line(output: &Output, needle: &str) {
 }
 
 #[test]
+fn a_missing_flag_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(credd()
+        .env(
+            "CREDD_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display()),
+        )
+        .args(["token", "create", "--scope", "admin"]));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--name"),
+        "the missing flag is named: {stderr}"
+    );
+    assert!(
+        !stderr.contains("For more information"),
+        "no usage noise: {stderr}"
+    );
+}
+
+#[test]
+fn help_never_shows_a_secret_from_the_environment() {
+    const TOKEN: &str = "credd_ct_secret-value-in-the-environment";
+    for binary in [
+        env!("CARGO_BIN_EXE_credd"),
+        env!("CARGO_BIN_EXE_credd-bench"),
+    ] {
+        let output = Command::new(binary)
+            .arg("--help")
+            .env("CREDD_TOKEN", TOKEN)
+            .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
+            .env("CREDD_DATABASE_URL", format!("postgres://u:{TOKEN}@h/db"))
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("--"), "{binary} printed its help");
+        assert!(
+            !help.contains(TOKEN),
+            "{binary} --help shows an env value:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(credd()
+        .env(
+            "CREDD_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display()),
+        )
+        .env("CREDD_LOG", "info")
+        .env("CREDD_LOG_FORMAT", "pretty")
+        .arg("migrate"));
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("migrations are up to date"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in a piped log: {stderr:?}"
+    );
+}
+
+#[test]
 fn help_explains_every_flag_and_its_variable() {
     let output = run(credd().arg("--help"));
     assert!(output.status.success());
