@@ -66,7 +66,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "CREDD_LOG",
-        default_value = "info,tonic=warn,h2=warn,hyper=warn",
+        default_value = "info,tonic=warn,h2=warn,hyper=warn,sqlx=warn,sea_orm_migration=warn",
         value_name = "FILTER",
         global = true
     )]

@@ -573,7 +573,23 @@ async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend
     );
 }
 
+/// With the default log filter, migrating a fresh database prints one line: no
+/// notices of the database driver, no line per applied migration.
+async fn migrating_prints_one_line_by_default(backend: Backend) {
+    let (_db, url) = TestDb::create(&backend).await;
+    let output = run(credd()
+        .env_remove("CREDD_LOG")
+        .env("CREDD_DATABASE_URL", &url)
+        .arg("migrate"));
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("migrations are up to date"), "{stderr}");
+}
+
 both_backends!(
+    migrating_prints_one_line_by_default,
     a_flood_of_refused_verifications_is_a_few_log_lines_with_counts,
     migrate_then_serve_with_a_generated_token_and_stop_on_sigterm,
     no_secret_or_token_reaches_the_logs_even_at_trace,
