@@ -157,7 +157,10 @@ impl App {
 
         let store = Store::connect(settings.database_url.expose_secret()).await?;
         store.migrate().await?;
-        tracing::info!(backend = store.backend_name(), "store migrated");
+        tracing::info!(
+            database = %crate::store::describe_url(settings.database_url.expose_secret()),
+            "store migrated"
+        );
 
         let authenticator = Arc::new(Authenticator::new(
             settings
@@ -485,7 +488,22 @@ impl StartError {
 
 /// The caller token use cases on the (migrated) database of `settings`.
 pub async fn token_service(settings: &Settings) -> Result<TokenService, StartError> {
-    let store = Store::connect(settings.database_url.expose_secret()).await?;
+    let url = settings.database_url.expose_secret();
+    eprintln!("credd: database {}", crate::store::describe_url(url));
+    // Only `serve` and `migrate` create a SQLite file: a token made in a new empty
+    // file (a relative path run from another directory) would be one the server
+    // never reads.
+    if let Some(file) = crate::store::sqlite_file(url)
+        && !file.exists()
+    {
+        return Err(StartError::Config(format!(
+            "no database at {} (CREDD_DATABASE_URL): `credd token` never creates one; point \
+             CREDD_DATABASE_URL at the server's database (a relative path is relative to the \
+             current directory), or run `credd migrate` there first",
+            file.display()
+        )));
+    }
+    let store = Store::connect(url).await?;
     store.migrate().await?;
     Ok(TokenService::new(store, Arc::new(SystemClock)))
 }

@@ -114,7 +114,12 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.settings).await,
             Command::Migrate => app::migrate(&cli.settings).await.map(|()| {
-                tracing::info!("migrations are up to date");
+                tracing::info!(
+                    database = %credd::store::describe_url(
+                        secrecy::ExposeSecret::expose_secret(&cli.settings.database_url)
+                    ),
+                    "migrations are up to date"
+                );
             }),
             Command::Token(command) => token(&cli.settings, command).await,
         }

@@ -219,6 +219,39 @@ where
     Ok(page.page(items))
 }
 
+/// The SQLite file a `sqlite:` URL names, made absolute; `None` for another
+/// backend or an in-memory database.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return None;
+    }
+    let path = std::path::Path::new(path);
+    Some(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().map_or_else(|_| path.to_owned(), |dir| dir.join(path))
+    })
+}
+
+/// The database a URL names, for people: the SQLite file's absolute path, or the
+/// URL without its password.
+pub fn describe_url(url: &str) -> String {
+    if let Some(file) = sqlite_file(url) {
+        return format!("SQLite {}", file.display());
+    }
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "(an unparsable URL)".to_owned(),
+    }
+}
+
 fn db_error_line(err: &DbErr) -> String {
     match err {
         DbErr::Conn(RuntimeErr::SqlxError(inner))

@@ -97,6 +97,44 @@ fn a_missing_flag_is_named_in_the_error() {
     );
 }
 
+/// `credd token …` run from another directory must not create a new empty SQLite
+/// file the server never reads: it refuses, naming the path and the variable, and
+/// every token command says which database it uses.
+#[test]
+fn token_commands_never_create_a_sqlite_file_and_say_which_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(credd()
+        .current_dir(dir.path())
+        .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
+        .args(["token", "create", "--name", "ci", "--scope", "admin"]));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = dir.path().join("credd.db");
+    assert!(stderr.contains(&expected.display().to_string()), "{stderr}");
+    assert!(stderr.contains("CREDD_DATABASE_URL"), "{stderr}");
+    assert!(!expected.exists(), "no stray database file was created");
+
+    // Once the database exists (migrate creates it), the command works and says so.
+    assert!(
+        run(credd()
+            .current_dir(dir.path())
+            .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
+            .arg("migrate"))
+        .status
+        .success()
+    );
+    let output = run(credd()
+        .current_dir(dir.path())
+        .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
+        .args(["token", "list"]));
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("database SQLite {}", expected.display())),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn help_never_shows_a_secret_from_the_environment() {
     const TOKEN: &str = "credd_ct_secret-value-in-the-environment";
