@@ -97,6 +97,7 @@ pub struct App {
     metrics_addr: Option<SocketAddr>,
     health_listener: Option<TcpListener>,
     health_addr: Option<SocketAddr>,
+    notice: Option<String>,
     change_poll_interval: Duration,
 }
 
@@ -225,6 +226,7 @@ impl App {
             metrics_listener,
             health_addr: health_listener.as_ref().and_then(|l| l.local_addr().ok()),
             health_listener,
+            notice: None,
             change_poll_interval,
         })
     }
@@ -266,6 +268,12 @@ impl App {
     /// The address metrics are served on, when enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Text for the operator, printed to stdout once the server serves, after every
+    /// start-up log line and set off by blank lines (the first-start token).
+    pub fn print_when_serving(&mut self, notice: String) {
+        self.notice = Some(notice);
     }
 
     /// The address the plaintext health-only port listens on, when enabled.
@@ -363,6 +371,12 @@ impl App {
             .await;
         METRICS.serving.set(1);
         tracing::info!(addr = %self.local_addr, "credd serving");
+        if let Some(notice) = &self.notice {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "\n{notice}\n");
+            let _ = stdout.flush();
+        }
 
         let health = self.health.clone();
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();

@@ -140,16 +140,16 @@ async fn serve(settings: Settings) -> Result<(), app::StartError> {
         && settings
             .bootstrap_token_expire
             .is_none_or(|expiry| expiry > chrono::Utc::now());
-    let app = App::build(settings).await?;
+    let mut app = App::build(settings).await?;
     // With no bootstrap token, a store that never had a caller token gets an admin
     // token, printed once to stdout and never logged.
     if !bootstrap_set && let Some(token) = app.first_admin_token().await? {
-        println!(
+        app.print_when_serving(format!(
             "credd: created the first caller token, `admin` (scope admin). It is shown only now; \
              `credd token create` makes named ones, then `credd token revoke admin` retires this one \
-             (it stays in the container's log otherwise):"
-        );
-        println!("export CREDD_TOKEN={}", token.reveal());
+             (it stays in the container's log otherwise):\nexport CREDD_TOKEN={}",
+            token.reveal()
+        ));
     }
     app.run_until(shutdown_signal()).await
 }

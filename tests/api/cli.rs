@@ -303,12 +303,18 @@ async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: 
     // The generated token is printed once, as a line an operator can paste.
     let stdout = server.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut previous = Vec::new();
     let token = loop {
         let line = lines.next().expect("a token line").unwrap();
         if let Some(token) = line.strip_prefix("export CREDD_TOKEN=") {
             break token.to_owned();
         }
+        previous.push(line);
     };
+    // Set off from anything around it by a blank line before and after.
+    assert_eq!(previous.len(), 2, "{previous:?}");
+    assert_eq!(previous[0], "");
+    assert_eq!(lines.next().unwrap().unwrap(), "");
     let mut orgs = OrgsClient::with_interceptor(channel.clone(), bearer(Some(&token)));
     orgs.list_orgs(ListOrgsRequest::default())
         .await
