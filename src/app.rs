@@ -163,14 +163,17 @@ impl App {
             "store migrated"
         );
 
-        let authenticator = Arc::new(Authenticator::new(
-            settings
-                .bootstrap_token
-                .as_ref()
-                .map(ExposeSecret::expose_secret),
-            settings.bootstrap_token_expire,
-            clock.clone(),
-        ));
+        let authenticator = Arc::new(
+            Authenticator::new(
+                settings
+                    .bootstrap_token
+                    .as_ref()
+                    .map(ExposeSecret::expose_secret),
+                settings.bootstrap_token_expire,
+                clock.clone(),
+            )
+            .reloading_from(store.clone()),
+        );
         authenticator
             .reload(&store)
             .await

@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 use crate::{
     Error,
     domain::{
-        caller::{Actor, Scope},
+        caller::{Actor, Caller, Scope},
         ids,
     },
     metrics::{METRICS, MethodLabels, RpcLabels},
@@ -65,9 +65,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Rpc<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -78,46 +79,54 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
         let method = method_label(request.uri().path());
         let request_id = request_id(request.headers());
         let mut caller_name = None;
-        let mut refused = None;
-        if request.uri().path().starts_with(CREDD_PATH_PREFIX) {
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(http::HeaderValue::as_bytes);
-            let checked = self.authenticator.authenticate(header).and_then(|caller| {
-                match required_scope(request.uri().path()) {
-                    Some(scope) if caller.scopes.allow(scope) => Ok(caller),
-                    Some(scope) => Err(Error::PermissionDenied(format!(
-                        "this RPC needs the `{}` scope (or `admin`)",
-                        scope.as_str()
-                    ))),
-                    // Deny by default: an RPC nobody assigned a scope is refused to all.
-                    None => Err(Error::PermissionDenied(
-                        "this RPC has no scope assigned".into(),
-                    )),
+        let answer: BoxFuture<Result<S::Response, S::Error>> =
+            if !request.uri().path().starts_with(CREDD_PATH_PREFIX) {
+                Box::pin(self.inner.call(request))
+            } else {
+                let header = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(http::HeaderValue::as_bytes);
+                match authorize(self.authenticator.authenticate(header), &request) {
+                    Ok(caller) => {
+                        caller_name = Some(caller.name.clone());
+                        Box::pin(self.inner.call(admit(request, caller, &request_id)))
+                    }
+                    // A well-formed token this server does not know yet may have been
+                    // made a moment ago beside it: reload once, then decide. The
+                    // service made ready by poll_ready goes into the future; a clone
+                    // stays for the next call.
+                    Err(Error::Unauthenticated) if self.authenticator.may_know_later(header) => {
+                        let header = header.map(<[u8]>::to_vec);
+                        let authenticator = self.authenticator.clone();
+                        let ready = self.inner.clone();
+                        let mut inner = std::mem::replace(&mut self.inner, ready);
+                        let request_id = request_id.clone();
+                        Box::pin(async move {
+                            let known = authenticator
+                                .authenticate_after_reload(header.as_deref())
+                                .await;
+                            match authorize(known, &request) {
+                                Ok(caller) => {
+                                    // Inside the RPC's span, like the records below.
+                                    tracing::Span::current().record("caller", caller.name.as_str());
+                                    inner.call(admit(request, caller, &request_id)).await
+                                }
+                                Err(err) => Ok(tonic::Status::from(err).into_http()),
+                            }
+                        })
+                    }
+                    Err(err) => {
+                        let response = tonic::Status::from(err).into_http();
+                        Box::pin(async move { Ok(response) })
+                    }
                 }
-            });
-            match checked {
-                Ok(caller) => {
-                    caller_name = Some(caller.name.clone());
-                    request.extensions_mut().insert(Actor {
-                        caller: caller.name.clone(),
-                        request_id: request_id.clone(),
-                    });
-                    request.extensions_mut().insert(caller);
-                }
-                Err(err) => refused = Some(tonic::Status::from(err)),
-            }
-        }
-        let inner = match refused {
-            Some(status) => None.ok_or(status),
-            None => Ok(self.inner.call(request)),
-        };
+            };
         Box::pin(async move {
             // Polled inside the RPC's span (tonic enters it around this future).
             let span = tracing::Span::current();
@@ -125,10 +134,7 @@ where
             if let Some(name) = &caller_name {
                 span.record("caller", name.as_str());
             }
-            let mut response = match inner {
-                Ok(future) => future.await?,
-                Err(status) => status.into_http(),
-            };
+            let mut response = answer.await?;
             if let Ok(value) = http::HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
             }
@@ -151,6 +157,35 @@ where
             Ok(response)
         })
     }
+}
+
+/// The caller, if its scopes allow the RPC of `request`.
+fn authorize<B>(
+    authenticated: Result<Caller, Error>,
+    request: &http::Request<B>,
+) -> Result<Caller, Error> {
+    let caller = authenticated?;
+    match required_scope(request.uri().path()) {
+        Some(scope) if caller.scopes.allow(scope) => Ok(caller),
+        Some(scope) => Err(Error::PermissionDenied(format!(
+            "this RPC needs the `{}` scope (or `admin`)",
+            scope.as_str()
+        ))),
+        // Deny by default: an RPC nobody assigned a scope is refused to all.
+        None => Err(Error::PermissionDenied(
+            "this RPC has no scope assigned".into(),
+        )),
+    }
+}
+
+/// `request` with the caller and the [`Actor`] for the handler.
+fn admit<B>(mut request: http::Request<B>, caller: Caller, request_id: &str) -> http::Request<B> {
+    request.extensions_mut().insert(Actor {
+        caller: caller.name.clone(),
+        request_id: request_id.to_owned(),
+    });
+    request.extensions_mut().insert(caller);
+    request
 }
 
 /// Every RPC this server serves, as `/package.Service/Method`, read once from the

@@ -24,6 +24,24 @@ use crate::{
     store::{Store, audit::NewEvent, caller_tokens::LiveToken},
 };
 
+/// The token of a `Bearer` authorization header value. The scheme is
+/// case-insensitive (RFC 9110 §11.1): `bearer` works too.
+fn bearer_token(authorization: Option<&[u8]>) -> Option<&[u8]> {
+    authorization
+        .and_then(|value| {
+            let space = value.iter().position(|b| *b == b' ')?;
+            let (scheme, rest) = value.split_at(space);
+            scheme.eq_ignore_ascii_case(b"bearer").then_some(rest)
+        })
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
+/// How often at most an unknown well-formed token triggers a reload.
+const ON_DEMAND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often at most an unknown well-formed token is logged.
+const UNKNOWN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often the authenticator reloads live tokens from the store.
 pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -42,6 +60,11 @@ pub struct Authenticator {
     tokens: RwLock<Arc<HashMap<[u8; 32], Entry>>>,
     used: Mutex<HashSet<CallerTokenId>>,
     warned_unknown_scopes: Mutex<HashSet<CallerTokenId>>,
+    /// Where to reload from when a well-formed token is unknown (a token just made
+    /// by `credd token create` beside this server), and when that last happened.
+    store: Option<Store>,
+    last_on_demand: Mutex<Option<std::time::Instant>>,
+    unknown_logged: Mutex<Option<std::time::Instant>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -69,22 +92,89 @@ impl Authenticator {
             tokens: RwLock::default(),
             used: Mutex::default(),
             warned_unknown_scopes: Mutex::default(),
+            store: None,
+            last_on_demand: Mutex::default(),
+            unknown_logged: Mutex::default(),
             clock,
+        }
+    }
+
+    /// Reloads from `store` on demand, at most once a second, when a well-formed
+    /// token is unknown: a token created a moment ago works at once instead of
+    /// after the next periodic reload.
+    pub fn reloading_from(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Whether an unknown `authorization` is worth a reload: it carries a
+    /// well-formed caller token and no on-demand reload ran in the last second.
+    pub fn may_know_later(&self, authorization: Option<&[u8]>) -> bool {
+        self.store.is_some()
+            && bearer_token(authorization).is_some_and(caller::is_well_formed_token)
+            && self
+                .last_on_demand
+                .lock()
+                .is_ok_and(|last| last.is_none_or(|at| at.elapsed() >= ON_DEMAND_EVERY))
+    }
+
+    /// Reloads now (bounded), for [`Authenticator::may_know_later`], then answers
+    /// like [`Authenticator::authenticate`]; a token still unknown is logged, by
+    /// its last four characters only, at most every ten seconds.
+    pub async fn authenticate_after_reload(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Caller, Error> {
+        let due = self.last_on_demand.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|at| at.elapsed() >= ON_DEMAND_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        });
+        if due && let Some(store) = &self.store {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), self.reload(store)).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "on-demand caller token reload failed")
+                }
+                Err(_) => tracing::debug!("on-demand caller token reload timed out"),
+            }
+        }
+        let answer = self.authenticate(authorization);
+        if matches!(answer, Err(Error::Unauthenticated)) {
+            self.log_unknown(authorization);
+        }
+        answer
+    }
+
+    fn log_unknown(&self, authorization: Option<&[u8]>) {
+        let Some(token) = bearer_token(authorization).filter(|t| caller::is_well_formed_token(t))
+        else {
+            return;
+        };
+        let due = self.unknown_logged.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|at| at.elapsed() >= UNKNOWN_LOG_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        });
+        if due {
+            let hint =
+                String::from_utf8_lossy(&token[token.len().saturating_sub(4)..]).into_owned();
+            tracing::info!(
+                hint,
+                "a well-formed caller token is unknown here: revoked, made on another database \
+                 (check CREDD_DATABASE_URL of `credd token`), or mistyped"
+            );
         }
     }
 
     /// The caller that `authorization` (the header's value) names.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Error> {
-        let token = authorization
-            // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` works too.
-            .and_then(|value| {
-                let space = value.iter().position(|b| *b == b' ')?;
-                let (scheme, rest) = value.split_at(space);
-                scheme.eq_ignore_ascii_case(b"bearer").then_some(rest)
-            })
-            .map(<[u8]>::trim_ascii)
-            .filter(|token| !token.is_empty())
-            .ok_or(Error::Unauthenticated)?;
+        let token = bearer_token(authorization).ok_or(Error::Unauthenticated)?;
         let presented = caller::token_digest(token);
         if let Some(bootstrap) = &self.bootstrap_digest
             && bool::from(bootstrap.ct_eq(&presented))

@@ -507,3 +507,24 @@ async fn the_bearer_scheme_is_case_insensitive() {
             .unwrap_or_else(|status| panic!("{scheme}: {status:?}"));
     }
 }
+
+/// A token made by `credd token create` beside a running server works on the very
+/// next call: an unknown well-formed token makes the server reload (at most once a
+/// second) before it answers UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_beside_the_server_works_at_once() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (_store, tokens) = tokens_of(&app).await;
+    let token = create_token(&tokens, "fresh", &[Scope::OrgsRead], None).await;
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(&token)).await,
+        Code::Ok,
+        "no wait for the periodic reload"
+    );
+    let unknown = credd::domain::caller::generate_token();
+    assert_eq!(
+        call(&app, "credd.v1.Orgs/ListOrgs", Some(unknown.reveal())).await,
+        Code::Unauthenticated,
+        "an unknown token is still refused after the reload"
+    );
+}
