@@ -14,6 +14,7 @@ mod client_secrets;
 mod grpcurl;
 mod operations;
 mod orgs;
+mod readme;
 mod server;
 mod structure;
 mod tls;
