@@ -44,8 +44,11 @@ pub struct Settings {
     )]
     pub database_url: SecretString,
 
-    /// Admin caller token accepted as `authorization: Bearer <token>` (at least 32
-    /// characters). When unset, `serve` generates one for the run and prints it once.
+    /// An extra admin caller token for automation and tests, at least 32 printable
+    /// characters, accepted as `authorization: Bearer <token>` (until
+    /// CREDD_BOOTSTRAP_TOKEN_EXPIRE, when set). Unset, the first start over a
+    /// database without caller tokens creates a stored `admin` token and prints it
+    /// once.
     #[arg(long, env = "CREDD_BOOTSTRAP_TOKEN", value_name = "TOKEN", hide_env_values = true,
           value_parser = parse_bootstrap_token, global = true)]
     pub bootstrap_token: Option<SecretString>,
