@@ -10,6 +10,8 @@ use std::{
     process::{Command, Stdio},
 };
 
+use crate::helpers::{Backend, TestDb};
+
 /// Whether the tools the walk-through uses are installed; CI requires them.
 fn tools_installed() -> bool {
     let missing: Vec<&str> = ["grpcurl", "jq", "openssl"]
@@ -115,11 +117,15 @@ fn checked(command: &str) -> String {
     )
 }
 
-#[test]
-fn readme_walk_through_runs_in_order_with_the_promised_answers() {
+/// On SQLite as README does it (the default `./credd.db` in the current
+/// directory); on PostgreSQL with `CREDD_DATABASE_URL` set for the server and for
+/// the `credd token` commands alike.
+async fn readme_walk_through_runs_in_order_with_the_promised_answers(backend: Backend) {
     if !tools_installed() {
         return;
     }
+    let (_db, url) = TestDb::create(&backend).await;
+    let database_url = matches!(backend, Backend::Postgres(_)).then_some(url);
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -128,16 +134,19 @@ fn readme_walk_through_runs_in_order_with_the_promised_answers() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let credd = env!("CARGO_BIN_EXE_credd");
-    let mut server = Command::new(credd)
+    let mut server = Command::new(credd);
+    server
         .current_dir(dir.path())
         .env_remove("CREDD_DATABASE_URL")
         .env_remove("CREDD_BOOTSTRAP_TOKEN")
         .env("CREDD_LISTEN", &address)
         .env("CREDD_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    if let Some(url) = &database_url {
+        server.env("CREDD_DATABASE_URL", url);
+    }
+    let mut server = server.spawn().unwrap();
     let stdout = server.stdout.take().unwrap();
     let export = BufReader::new(stdout)
         .lines()
@@ -155,14 +164,17 @@ fn readme_walk_through_runs_in_order_with_the_promised_answers() {
     if let Some(path) = std::env::var_os("CREDD_README_SCRIPT") {
         std::fs::write(path, &script).unwrap();
     }
-    let output = Command::new("bash")
-        .arg("-c")
+    let mut bash = Command::new("bash");
+    bash.arg("-c")
         .arg(&script)
         .current_dir(dir.path())
         .env_remove("CREDD_TOKEN")
-        .env("CREDD_LISTEN", &address)
-        .output()
-        .unwrap();
+        .env_remove("CREDD_DATABASE_URL")
+        .env("CREDD_LISTEN", &address);
+    if let Some(url) = &database_url {
+        bash.env("CREDD_DATABASE_URL", url);
+    }
+    let output = bash.output().unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let transcript = String::from_utf8_lossy(&output.stdout);
@@ -176,3 +188,5 @@ fn readme_walk_through_runs_in_order_with_the_promised_answers() {
         "the walk-through's grpcurl commands ran:\n{transcript}"
     );
 }
+
+both_backends!(readme_walk_through_runs_in_order_with_the_promised_answers);
