@@ -32,6 +32,10 @@ enum Command {
     /// Manage caller tokens, directly on CREDD_DATABASE_URL.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Report which database, address, TLS state and tokens credd would use, and
+    /// whether the schema is current; changes nothing. Exits 1 when something would
+    /// keep credd from serving.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +126,24 @@ fn main() -> ExitCode {
                 );
             }),
             Command::Token(command) => token(&cli.settings, command).await,
+            Command::Doctor => {
+                let findings = app::doctor(&cli.settings).await;
+                for finding in &findings {
+                    println!(
+                        "{} {:<16} {}",
+                        if finding.ok { "ok  " } else { "FAIL" },
+                        finding.what,
+                        finding.found
+                    );
+                }
+                if findings.iter().all(|f| f.ok) {
+                    Ok(())
+                } else {
+                    Err(app::StartError::Config(
+                        "credd doctor found a problem (the FAIL lines above)".into(),
+                    ))
+                }
+            }
         }
     });
     telemetry.shutdown();

@@ -135,6 +135,14 @@ impl Store {
         result
     }
 
+    /// How many migrations have not run yet (0: the schema is current).
+    pub async fn pending_migrations(&self) -> Result<usize, Error> {
+        use migrations::MigratorTrait as _;
+        Ok(migrations::Migrator::get_pending_migrations(&self.db)
+            .await?
+            .len())
+    }
+
     /// Checks that the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), Error> {
         self.db.ping().await.map_err(Error::from)

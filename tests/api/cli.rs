@@ -135,6 +135,51 @@ fn token_commands_never_create_a_sqlite_file_and_say_which_database() {
     );
 }
 
+/// `credd doctor` says which database, address, TLS state and tokens credd would
+/// use and whether the schema is current, changes nothing, and fails when
+/// something would keep credd from serving.
+#[test]
+fn doctor_reports_what_credd_would_use_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = || {
+        run(credd()
+            .current_dir(dir.path())
+            .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
+            .env("CREDD_LISTEN", "127.0.0.1:50051")
+            .arg("doctor"))
+    };
+    let output = doctor();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "no database yet: {report}");
+    assert!(report.contains("FAIL schema"), "{report}");
+    assert!(report.contains(&dir.path().join("credd.db").display().to_string()));
+    assert!(
+        !dir.path().join("credd.db").exists(),
+        "doctor creates nothing"
+    );
+
+    assert!(
+        run(credd()
+            .current_dir(dir.path())
+            .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
+            .arg("migrate"))
+        .status
+        .success()
+    );
+    let output = doctor();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    for line in [
+        "ok   listen           127.0.0.1:50051",
+        "ok   TLS              off (plaintext on a loopback address)",
+        "ok   bootstrap token  not set",
+        "ok   schema           current",
+        "ok   caller tokens    none yet",
+    ] {
+        assert!(report.contains(line), "{line:?} in:\n{report}");
+    }
+}
+
 #[test]
 fn help_never_shows_a_secret_from_the_environment() {
     const TOKEN: &str = "credd_ct_secret-value-in-the-environment";
