@@ -373,16 +373,21 @@ mod tests {
         assert!(err.contains("CREDD_ARGON2_M_KIB"), "{err}");
     }
 
-    #[tokio::test]
-    async fn callers_past_the_queue_bound_are_told_to_retry() {
-        let hasher = Hasher::new(HasherConfig {
+    /// One worker slow enough for callers to queue behind it, and a queue of 2.
+    fn one_slow_worker() -> Hasher {
+        Hasher::new(HasherConfig {
             m_kib: 8192,
             t: 4,
             p: 1,
             workers: 1,
             queue: 2,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn callers_past_the_queue_bound_are_told_to_retry() {
+        let hasher = one_slow_worker();
         let calls: Vec<_> = (0..12)
             .map(|_| {
                 let hasher = hasher.clone();
@@ -403,14 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_cancelled_while_waiting_give_their_place_back() {
-        let hasher = Hasher::new(HasherConfig {
-            m_kib: 8192,
-            t: 4,
-            p: 1,
-            workers: 1,
-            queue: 2,
-        })
-        .unwrap();
+        let hasher = one_slow_worker();
         let busy = tokio::spawn({
             let hasher = hasher.clone();
             async move { hasher.hash("s".into()).await }

@@ -46,6 +46,15 @@ fn credd() -> Command {
     command
 }
 
+/// `credd` in `dir`, on README's default database there (`./credd.db`).
+fn credd_in(dir: &std::path::Path) -> Command {
+    let mut command = credd();
+    command
+        .current_dir(dir)
+        .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc");
+    command
+}
+
 fn run(command: &mut Command) -> Output {
     command.stdin(Stdio::null()).output().expect("run credd")
 }
@@ -103,10 +112,8 @@ fn a_missing_flag_is_named_in_the_error() {
 #[test]
 fn token_commands_never_create_a_sqlite_file_and_say_which_database() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run(credd()
-        .current_dir(dir.path())
-        .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
-        .args(["token", "create", "--name", "ci", "--scope", "admin"]));
+    let output =
+        run(credd_in(dir.path()).args(["token", "create", "--name", "ci", "--scope", "admin"]));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = dir.path().join("credd.db");
@@ -115,18 +122,8 @@ fn token_commands_never_create_a_sqlite_file_and_say_which_database() {
     assert!(!expected.exists(), "no stray database file was created");
 
     // Once the database exists (migrate creates it), the command works and says so.
-    assert!(
-        run(credd()
-            .current_dir(dir.path())
-            .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
-            .arg("migrate"))
-        .status
-        .success()
-    );
-    let output = run(credd()
-        .current_dir(dir.path())
-        .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
-        .args(["token", "list"]));
+    assert!(run(credd_in(dir.path()).arg("migrate")).status.success());
+    let output = run(credd_in(dir.path()).args(["token", "list"]));
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -142,9 +139,7 @@ fn token_commands_never_create_a_sqlite_file_and_say_which_database() {
 fn doctor_reports_what_credd_would_use_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let doctor = || {
-        run(credd()
-            .current_dir(dir.path())
-            .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
+        run(credd_in(dir.path())
             .env("CREDD_LISTEN", "127.0.0.1:50051")
             .arg("doctor"))
     };
@@ -158,14 +153,7 @@ fn doctor_reports_what_credd_would_use_and_changes_nothing() {
         "doctor creates nothing"
     );
 
-    assert!(
-        run(credd()
-            .current_dir(dir.path())
-            .env("CREDD_DATABASE_URL", "sqlite://credd.db?mode=rwc")
-            .arg("migrate"))
-        .status
-        .success()
-    );
+    assert!(run(credd_in(dir.path()).arg("migrate")).status.success());
     let output = doctor();
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}");
@@ -300,6 +288,48 @@ impl Drop for Server {
     }
 }
 
+/// The real binary serving on a free port with its JSON log written to a file,
+/// and clients that authenticate with `token` (the bootstrap token).
+struct LoggedServer {
+    server: Server,
+    path: std::path::PathBuf,
+    channel: Channel,
+    clients: Clients,
+    _dir: tempfile::TempDir,
+}
+
+impl LoggedServer {
+    async fn start(url: &str, token: &str, filter: &str, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credd.log");
+        let port = free_port();
+        let mut command = credd();
+        command
+            .env("CREDD_DATABASE_URL", url)
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CREDD_BOOTSTRAP_TOKEN", token)
+            .env("CREDD_LOG", filter)
+            .env("CREDD_LOG_FORMAT", "json")
+            .env("CREDD_ARGON2_M_KIB", "64")
+            .env("CREDD_ARGON2_T", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&path).unwrap());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let server = Server(command.spawn().unwrap());
+        let channel = wait_until_serving(port).await;
+        let clients = Clients::new(channel.clone(), Some(token));
+        Self {
+            server,
+            path,
+            channel,
+            clients,
+            _dir: dir,
+        }
+    }
+}
+
 async fn wait_until_serving(port: u16) -> Channel {
     let mut serving = None;
     wait_until(
@@ -420,24 +450,9 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
     const IMPORTED: &str = "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw";
 
     let (_db, url) = TestDb::create(&backend).await;
-    let log_dir = tempfile::tempdir().unwrap();
-    let log_path = log_dir.path().join("credd.log");
-    let port = free_port();
-    let _server = Server(
-        credd()
-            .env("CREDD_DATABASE_URL", &url)
-            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
-            .env("CREDD_LOG", "trace")
-            .env("CREDD_LOG_FORMAT", "json")
-            .env("CREDD_ARGON2_M_KIB", "64")
-            .env("CREDD_ARGON2_T", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let clients = Clients::new(wait_until_serving(port).await, Some(TOKEN));
+    let log = LoggedServer::start(&url, TOKEN, "trace", &[]).await;
+    let log_path = log.path.clone();
+    let clients = log.clients.clone();
     let mut secrets = clients.secrets.clone();
 
     let org = clients.create_org().await;
@@ -513,14 +528,8 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
         .last()
         .unwrap()
         .to_owned();
-    let mut as_caller = OrgsClient::with_interceptor(
-        Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-        bearer(Some(&caller_token)),
-    );
+    let mut as_caller =
+        OrgsClient::with_interceptor(log.channel.clone(), bearer(Some(&caller_token)));
     wait_until(
         "the running server accepts the new caller token",
         Duration::from_secs(10),
@@ -533,7 +542,7 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
     )
     .await;
 
-    drop(_server);
+    drop(log.server);
     let logs =
         std::fs::read_to_string(&log_path).unwrap() + &String::from_utf8_lossy(&created.stderr);
     assert!(
@@ -560,25 +569,10 @@ async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend
     const TOKEN: &str = "log-flood-token-0123456789abcdef0123456789";
 
     let (_db, url) = TestDb::create(&backend).await;
-    let log_dir = tempfile::tempdir().unwrap();
-    let log_path = log_dir.path().join("credd.log");
-    let port = free_port();
-    let mut server = Server(
-        credd()
-            .env("CREDD_DATABASE_URL", &url)
-            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
-            .env("CREDD_LOG", "info")
-            .env("CREDD_LOG_FORMAT", "json")
-            .env("CREDD_ARGON2_M_KIB", "64")
-            .env("CREDD_ARGON2_T", "1")
-            .env("CREDD_VERIFY_THROTTLE_RATE", "0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let clients = Clients::new(wait_until_serving(port).await, Some(TOKEN));
+    let mut log =
+        LoggedServer::start(&url, TOKEN, "info", &[("CREDD_VERIFY_THROTTLE_RATE", "0")]).await;
+    let log_path = log.path.clone();
+    let clients = log.clients.clone();
     let org = clients.create_org().await;
     let (_, secret) = clients.generate_and_activate(&org.id).await;
     let mut secrets = clients.secrets.clone();
@@ -610,14 +604,14 @@ async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend
         verify(secret.clone(), org.client_id.clone()).await;
     }
     let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &log.server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     wait_until(
         "credd stops on SIGTERM",
         Duration::from_secs(20),
-        async || server.0.try_wait().unwrap().is_some(),
+        async || log.server.0.try_wait().unwrap().is_some(),
     )
     .await;
 
