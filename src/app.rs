@@ -273,8 +273,9 @@ impl App {
         self.metrics_addr
     }
 
-    /// Text for the operator, printed to stdout once the server serves, after every
-    /// start-up log line and set off by blank lines (the first-start token).
+    /// Text for the operator, printed once the server serves, after every start-up
+    /// log line and set off by blank lines, to stderr and stdout (the first-start
+    /// token).
     pub fn print_when_serving(&mut self, notice: String) {
         self.notice = Some(notice);
     }
@@ -375,10 +376,7 @@ impl App {
         METRICS.serving.set(1);
         tracing::info!(addr = %self.local_addr, "credd serving");
         if let Some(notice) = &self.notice {
-            use std::io::Write as _;
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "\n{notice}\n");
-            let _ = stdout.flush();
+            print_notice(notice);
         }
 
         let health = self.health.clone();
@@ -455,6 +453,36 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     });
     let _ = span.set_parent(parent);
     span
+}
+
+/// Writes `notice` set off by blank lines to stderr, where a person watching the
+/// logs (pretty, JSON or in a file) sees it as plain text, and to stdout too,
+/// where scripts read it, unless both are the same file (a terminal): then once.
+fn print_notice(notice: &str) {
+    use std::io::Write as _;
+    let text = format!("\n{notice}\n\n");
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.flush();
+    if !stdout_is_stderr() {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    }
+}
+
+/// Whether stdout and stderr are the same open file (Linux: same device and
+/// inode behind /proc/self/fd); `false` when that cannot be told.
+fn stdout_is_stderr() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let file = |fd: u8| std::fs::metadata(format!("/proc/self/fd/{fd}")).ok();
+        if let (Some(out), Some(err)) = (file(1), file(2)) {
+            return out.dev() == err.dev() && out.ino() == err.ino();
+        }
+    }
+    false
 }
 
 /// The health service name a liveness probe asks for.

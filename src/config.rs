@@ -17,18 +17,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default of `CREDD_DATABASE_URL`: `credd.db` in the current directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://credd.db?mode=rwc";
+/// The default of `CREDD_LOG`: sqlx's notices and each applied migration stay out.
+pub const DEFAULT_LOG: &str = "info,tonic=warn,h2=warn,hyper=warn,sqlx=warn,sea_orm_migration=warn";
+
 /// How credd runs. Each field is a flag and a `CREDD_*` variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Optional TOML file of settings, keyed by the flag names with underscores
     /// (`listen = "0.0.0.0:50051"`, `verify_cache_ttl = "5m"`). Variables and flags
     /// override it.
-    #[arg(long, env = "CREDD_CONFIG", value_name = "PATH", global = true)]
+    #[arg(long, env = "CREDD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Address and port to serve gRPC on.
     #[arg(long, env = "CREDD_LISTEN", default_value = "127.0.0.1:50051", value_name = "ADDR",
-          value_parser = parse_listen, global = true)]
+          value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Database URL: `sqlite://PATH?mode=rwc` (embedded, created if missing) or
@@ -36,11 +41,10 @@ pub struct Settings {
     #[arg(
         long,
         env = "CREDD_DATABASE_URL",
-        default_value = "sqlite://credd.db?mode=rwc",
+        default_value = DEFAULT_DATABASE_URL,
         value_name = "URL",
         hide_env_values = true,
-        hide_default_value = false,
-        global = true
+        hide_default_value = false
     )]
     pub database_url: SecretString,
 
@@ -50,29 +54,194 @@ pub struct Settings {
     /// database without caller tokens creates a stored `admin` token and prints it
     /// once.
     #[arg(long, env = "CREDD_BOOTSTRAP_TOKEN", value_name = "TOKEN", hide_env_values = true,
-          value_parser = parse_bootstrap_token, global = true)]
+          value_parser = parse_bootstrap_token)]
     pub bootstrap_token: Option<SecretString>,
 
     /// When CREDD_BOOTSTRAP_TOKEN stops being accepted (RFC 3339, such as
     /// `2026-12-31T00:00:00Z`); unset: it never expires. Set it in production, or
     /// unset the token once named tokens exist.
     #[arg(long, env = "CREDD_BOOTSTRAP_TOKEN_EXPIRE", value_name = "TIME",
-          value_parser = parse_bootstrap_token_expire, global = true)]
+          value_parser = parse_bootstrap_token_expire)]
     pub bootstrap_token_expire: Option<chrono::DateTime<chrono::Utc>>,
 
     /// Login host of orgs that set no custom domain.
     #[arg(long, env = "CREDD_DEFAULT_LOGIN_DOMAIN", default_value = "login.credd.local",
-          value_name = "HOST", value_parser = parse_login_domain, global = true)]
+          value_name = "HOST", value_parser = parse_login_domain)]
     pub default_login_domain: String,
 
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(
         long,
         env = "CREDD_LOG",
-        default_value = "info,tonic=warn,h2=warn,hyper=warn,sqlx=warn,sea_orm_migration=warn",
-        value_name = "FILTER",
+        default_value = DEFAULT_LOG,
+        value_name = "FILTER"
+    )]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "CREDD_LOG_FORMAT", default_value = "pretty", value_enum)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint to export traces to (`http://otel-collector:4317`); traces
+    /// are off when unset.
+    #[arg(long, env = "CREDD_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Address to serve Prometheus metrics on, at /metrics (`0.0.0.0:9090`); off when
+    /// unset.
+    #[arg(long, env = "CREDD_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Address to serve grpc.health.v1 alone on, in plaintext, for probes that
+    /// cannot speak TLS (the kubelet's gRPC probe) while the main port serves TLS
+    /// (`0.0.0.0:50052`); off when unset.
+    #[arg(long, env = "CREDD_HEALTH_LISTEN", value_name = "ADDR", value_parser = parse_health_listen)]
+    pub health_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain to serve TLS with (needs CREDD_TLS_KEY).
+    #[arg(long, env = "CREDD_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "CREDD_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, every client must present a certificate it signed (mTLS).
+    #[arg(long, env = "CREDD_TLS_CLIENT_CA", value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// argon2id memory per hash, in KiB (OWASP: 19456).
+    #[arg(
+        long = "argon2-m-kib",
+        env = "CREDD_ARGON2_M_KIB",
+        default_value_t = 19_456,
+        value_name = "KIB"
+    )]
+    pub argon2_m_kib: u32,
+
+    /// argon2id passes (OWASP: 2).
+    #[arg(
+        long = "argon2-t",
+        env = "CREDD_ARGON2_T",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub argon2_t: u32,
+
+    /// argon2id lanes (OWASP: 1).
+    #[arg(
+        long = "argon2-p",
+        env = "CREDD_ARGON2_P",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    pub argon2_p: u32,
+
+    /// Largest request message accepted, in bytes; larger is refused before the
+    /// handler runs.
+    #[arg(
+        long,
+        env = "CREDD_MAX_REQUEST_BYTES",
+        default_value_t = 65_536,
+        value_name = "BYTES"
+    )]
+    pub max_request_bytes: usize,
+
+    /// HTTP/2 streams (concurrent RPCs) one connection may have open.
+    #[arg(
+        long,
+        env = "CREDD_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Interval of HTTP/2 keepalive pings (and TCP keepalive) on idle connections.
+    #[arg(long, env = "CREDD_KEEPALIVE_INTERVAL", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_KEEPALIVE_INTERVAL"))]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "CREDD_KEEPALIVE_TIMEOUT", default_value = "10s", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_KEEPALIVE_TIMEOUT"))]
+    pub keepalive_timeout: Duration,
+
+    /// Longest time one RPC may run on the server; past it the call is cancelled.
+    #[arg(long, env = "CREDD_RPC_TIMEOUT", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_RPC_TIMEOUT"))]
+    pub rpc_timeout: Duration,
+
+    /// How long a successful verification is cached (`5m`; `0` disables the cache).
+    #[arg(long, env = "CREDD_VERIFY_CACHE_TTL", default_value = "5m", value_name = "DURATION",
+          value_parser = parse_cache_ttl)]
+    pub verify_cache_ttl: Duration,
+
+    /// Uncached (argon2) verifications per second allowed per client ID; 0 turns the
+    /// throttle off.
+    #[arg(long, env = "CREDD_VERIFY_THROTTLE_RATE", default_value_t = 50.0, value_name = "PER_SECOND",
+          value_parser = parse_rate)]
+    pub verify_throttle_rate: f64,
+
+    /// Burst of uncached verifications a client may make before the rate applies.
+    #[arg(
+        long,
+        env = "CREDD_VERIFY_THROTTLE_BURST",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub verify_throttle_burst: u32,
+
+    /// argon2 computations that run at once (default: one per core); each owns a
+    /// pre-allocated memory block.
+    #[arg(long, env = "CREDD_ARGON2_WORKERS", value_name = "N")]
+    pub argon2_workers: Option<usize>,
+
+    /// Callers that may wait for an argon2 worker; past it, RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CREDD_ARGON2_QUEUE",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pub argon2_queue: usize,
+
+    /// How long SIGTERM or Ctrl-C waits for in-flight calls before exiting anyway
+    /// (`10s`, `1m`).
+    #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
+          value_parser = parse_shutdown_grace)]
+    pub shutdown_grace: Duration,
+
+    /// How often the change counter is polled (tests slow it down to show that
+    /// PostgreSQL notifications alone invalidate at once); `None`: the store's own
+    /// interval. Not a flag.
+    #[arg(skip)]
+    pub change_poll_interval: Option<Duration>,
+}
+
+/// The settings of the commands that only open the database (`migrate`, `token`):
+/// the same flags and variables as [`Settings`]'s, and no server flags in their
+/// `--help`. Global within their command, so `credd token list --database-url …`
+/// works as well as `credd token --database-url … list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreSettings {
+    /// Optional TOML file of settings (see `credd --help`); only `database_url`,
+    /// `log` and `log_format` matter here.
+    #[arg(long, env = "CREDD_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    #[arg(
+        long,
+        env = "CREDD_DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        value_name = "URL",
+        hide_env_values = true,
         global = true
     )]
+    pub database_url: SecretString,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "CREDD_LOG", default_value = DEFAULT_LOG, value_name = "FILTER", global = true)]
     pub log: String,
 
     /// Log format.
@@ -84,148 +253,18 @@ pub struct Settings {
         global = true
     )]
     pub log_format: LogFormat,
+}
 
-    /// OTLP/gRPC endpoint to export traces to (`http://otel-collector:4317`); traces
-    /// are off when unset.
-    #[arg(long, env = "CREDD_OTLP_ENDPOINT", value_name = "URL", global = true)]
-    pub otlp_endpoint: Option<String>,
-
-    /// Address to serve Prometheus metrics on, at /metrics (`0.0.0.0:9090`); off when
-    /// unset.
-    #[arg(long, env = "CREDD_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen, global = true)]
-    pub metrics_listen: Option<SocketAddr>,
-
-    /// Address to serve grpc.health.v1 alone on, in plaintext, for probes that
-    /// cannot speak TLS (the kubelet's gRPC probe) while the main port serves TLS
-    /// (`0.0.0.0:50052`); off when unset.
-    #[arg(long, env = "CREDD_HEALTH_LISTEN", value_name = "ADDR", value_parser = parse_health_listen, global = true)]
-    pub health_listen: Option<SocketAddr>,
-
-    /// PEM certificate chain to serve TLS with (needs CREDD_TLS_KEY).
-    #[arg(long, env = "CREDD_TLS_CERT", value_name = "PATH", global = true)]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of the TLS certificate.
-    #[arg(long, env = "CREDD_TLS_KEY", value_name = "PATH", global = true)]
-    pub tls_key: Option<PathBuf>,
-
-    /// PEM CA bundle: when set, every client must present a certificate it signed (mTLS).
-    #[arg(long, env = "CREDD_TLS_CLIENT_CA", value_name = "PATH", global = true)]
-    pub tls_client_ca: Option<PathBuf>,
-
-    /// argon2id memory per hash, in KiB (OWASP: 19456).
-    #[arg(
-        long = "argon2-m-kib",
-        env = "CREDD_ARGON2_M_KIB",
-        default_value_t = 19_456,
-        value_name = "KIB",
-        global = true
-    )]
-    pub argon2_m_kib: u32,
-
-    /// argon2id passes (OWASP: 2).
-    #[arg(
-        long = "argon2-t",
-        env = "CREDD_ARGON2_T",
-        default_value_t = 2,
-        value_name = "N",
-        global = true
-    )]
-    pub argon2_t: u32,
-
-    /// argon2id lanes (OWASP: 1).
-    #[arg(
-        long = "argon2-p",
-        env = "CREDD_ARGON2_P",
-        default_value_t = 1,
-        value_name = "N",
-        global = true
-    )]
-    pub argon2_p: u32,
-
-    /// Largest request message accepted, in bytes; larger is refused before the
-    /// handler runs.
-    #[arg(
-        long,
-        env = "CREDD_MAX_REQUEST_BYTES",
-        default_value_t = 65_536,
-        value_name = "BYTES",
-        global = true
-    )]
-    pub max_request_bytes: usize,
-
-    /// HTTP/2 streams (concurrent RPCs) one connection may have open.
-    #[arg(
-        long,
-        env = "CREDD_MAX_CONCURRENT_STREAMS",
-        default_value_t = 256,
-        value_name = "N",
-        global = true
-    )]
-    pub max_concurrent_streams: u32,
-
-    /// Interval of HTTP/2 keepalive pings (and TCP keepalive) on idle connections.
-    #[arg(long, env = "CREDD_KEEPALIVE_INTERVAL", default_value = "30s", value_name = "DURATION",
-          value_parser = parse_duration_of("CREDD_KEEPALIVE_INTERVAL"), global = true)]
-    pub keepalive_interval: Duration,
-
-    /// How long a keepalive ping may go unanswered before the connection is closed.
-    #[arg(long, env = "CREDD_KEEPALIVE_TIMEOUT", default_value = "10s", value_name = "DURATION",
-          value_parser = parse_duration_of("CREDD_KEEPALIVE_TIMEOUT"), global = true)]
-    pub keepalive_timeout: Duration,
-
-    /// Longest time one RPC may run on the server; past it the call is cancelled.
-    #[arg(long, env = "CREDD_RPC_TIMEOUT", default_value = "30s", value_name = "DURATION",
-          value_parser = parse_duration_of("CREDD_RPC_TIMEOUT"), global = true)]
-    pub rpc_timeout: Duration,
-
-    /// How long a successful verification is cached (`5m`; `0` disables the cache).
-    #[arg(long, env = "CREDD_VERIFY_CACHE_TTL", default_value = "5m", value_name = "DURATION",
-          value_parser = parse_cache_ttl, global = true)]
-    pub verify_cache_ttl: Duration,
-
-    /// Uncached (argon2) verifications per second allowed per client ID; 0 turns the
-    /// throttle off.
-    #[arg(long, env = "CREDD_VERIFY_THROTTLE_RATE", default_value_t = 50.0, value_name = "PER_SECOND",
-          value_parser = parse_rate, global = true)]
-    pub verify_throttle_rate: f64,
-
-    /// Burst of uncached verifications a client may make before the rate applies.
-    #[arg(
-        long,
-        env = "CREDD_VERIFY_THROTTLE_BURST",
-        default_value_t = 100,
-        value_name = "N",
-        global = true
-    )]
-    pub verify_throttle_burst: u32,
-
-    /// argon2 computations that run at once (default: one per core); each owns a
-    /// pre-allocated memory block.
-    #[arg(long, env = "CREDD_ARGON2_WORKERS", value_name = "N", global = true)]
-    pub argon2_workers: Option<usize>,
-
-    /// Callers that may wait for an argon2 worker; past it, RESOURCE_EXHAUSTED.
-    #[arg(
-        long,
-        env = "CREDD_ARGON2_QUEUE",
-        default_value_t = 1024,
-        value_name = "N",
-        global = true
-    )]
-    pub argon2_queue: usize,
-
-    /// How long SIGTERM or Ctrl-C waits for in-flight calls before exiting anyway
-    /// (`10s`, `1m`).
-    #[arg(long, env = "CREDD_SHUTDOWN_GRACE", default_value = "10s", value_name = "DURATION",
-          value_parser = parse_shutdown_grace, global = true)]
-    pub shutdown_grace: Duration,
-
-    /// How often the change counter is polled (tests slow it down to show that
-    /// PostgreSQL notifications alone invalidate at once); `None`: the store's own
-    /// interval. Not a flag.
-    #[arg(skip)]
-    pub change_poll_interval: Option<Duration>,
+impl StoreSettings {
+    /// These values, with every server setting at its declared default.
+    pub fn into_settings(self) -> Settings {
+        use secrecy::ExposeSecret as _;
+        let mut settings = Settings::with_database(self.database_url.expose_secret());
+        settings.config = self.config;
+        settings.log = self.log;
+        settings.log_format = self.log_format;
+        settings
+    }
 }
 
 impl Settings {
@@ -271,9 +310,10 @@ pub fn config_path(args: &[String]) -> Option<PathBuf> {
 }
 
 /// Makes the values of the TOML file at `path` the defaults of `command`'s
-/// settings, under the `CREDD_*` variables and the flags, which still override
-/// them. An unknown key or a value that is not a string, number or boolean fails
-/// with a line naming it.
+/// settings (and of its subcommands' that have them), under the `CREDD_*`
+/// variables and the flags, which still override them. A key that no command
+/// knows, or a value that is not a string, number or boolean, fails with a line
+/// naming it.
 pub fn apply_config_file(
     mut command: clap::Command,
     path: &std::path::Path,
@@ -283,11 +323,7 @@ pub fn apply_config_file(
     let table: toml::Table = toml::from_str(&text)
         .map_err(|err| format!("CREDD_CONFIG: {} is not valid TOML: {err}", path.display()))?;
     for (key, value) in table {
-        if key == "config"
-            || !command
-                .get_arguments()
-                .any(|arg| arg.get_id() == key.as_str())
-        {
+        if key == "config" || !knows(&command, &key) {
             return Err(format!(
                 "CREDD_CONFIG: unknown setting `{key}` in {}",
                 path.display()
@@ -304,9 +340,31 @@ pub fn apply_config_file(
                 ));
             }
         };
-        command = command.mut_arg(key, |arg| arg.default_value(value));
+        command = with_default(command, &key, &value);
     }
     Ok(command)
+}
+
+/// Whether `command` or one of its subcommands has the argument `id`.
+fn knows(command: &clap::Command, id: &str) -> bool {
+    command.get_arguments().any(|arg| arg.get_id() == id)
+        || command.get_subcommands().any(|sub| knows(sub, id))
+}
+
+/// `command` with `value` as the default of argument `id` wherever it is declared.
+fn with_default(mut command: clap::Command, id: &str, value: &str) -> clap::Command {
+    if command.get_arguments().any(|arg| arg.get_id() == id) {
+        let value = value.to_owned();
+        command = command.mut_arg(id, |arg| arg.default_value(value));
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |sub| with_default(sub, id, value));
+    }
+    command
 }
 
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use credd::{
-    App, Settings, app, config,
+    App, Settings, app,
+    config::{self, StoreSettings},
     domain::caller::{Actor, Scopes},
     telemetry,
 };
@@ -14,8 +15,15 @@ use credd::{
 /// health) to gateways, internal services and administrators.
 ///
 /// Every flag can also be set with the environment variable shown beside it.
+/// `credd` alone serves, taking the flags below; `credd <COMMAND> --help` shows
+/// the (fewer) flags of each other command.
 #[derive(Debug, Parser)]
-#[command(name = "credd", version, propagate_version = true)]
+#[command(
+    name = "credd",
+    version,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,16 +34,41 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run pending migrations, then serve gRPC (the default).
-    Serve,
+    Serve(Settings),
     /// Run pending migrations and exit.
-    Migrate,
+    Migrate(StoreSettings),
     /// Manage caller tokens, directly on CREDD_DATABASE_URL.
-    #[command(subcommand)]
-    Token(TokenCommand),
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        store: StoreSettings,
+    },
     /// Report which database, address, TLS state and tokens credd would use, and
     /// whether the schema is current; changes nothing. Exits 1 when something would
     /// keep credd from serving.
+    Doctor(Settings),
+}
+
+/// What to run, with its settings.
+enum Run {
+    Serve,
+    Migrate,
+    Token(TokenCommand),
     Doctor,
+}
+
+impl Cli {
+    /// The command to run (serve when none is named) and the settings it runs with.
+    fn into_run(self) -> (Run, Settings) {
+        match self.command {
+            None => (Run::Serve, self.settings),
+            Some(Command::Serve(settings)) => (Run::Serve, settings),
+            Some(Command::Doctor(settings)) => (Run::Doctor, settings),
+            Some(Command::Migrate(store)) => (Run::Migrate, store.into_settings()),
+            Some(Command::Token { command, store }) => (Run::Token(command), store.into_settings()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,8 +110,8 @@ fn main() -> ExitCode {
     let parsed = command
         .try_get_matches_from(&args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
-        Ok(cli) => cli,
+    let (run, settings) = match parsed {
+        Ok(cli) => cli.into_run(),
         Err(err) if !err.use_stderr() => {
             // --help and --version.
             let _ = err.print();
@@ -107,7 +140,7 @@ fn main() -> ExitCode {
         }
     };
     // The OTLP exporter talks gRPC through tonic, so it is built inside the runtime.
-    let telemetry = match runtime.block_on(async { telemetry::init(&cli.settings) }) {
+    let telemetry = match runtime.block_on(async { telemetry::init(&settings) }) {
         Ok(telemetry) => telemetry,
         Err(err) => {
             eprintln!("credd: {err}");
@@ -115,19 +148,19 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(cli.settings).await,
-            Command::Migrate => app::migrate(&cli.settings).await.map(|()| {
+        match run {
+            Run::Serve => serve(settings).await,
+            Run::Migrate => app::migrate(&settings).await.map(|()| {
                 tracing::info!(
                     database = %credd::store::describe_url(
-                        secrecy::ExposeSecret::expose_secret(&cli.settings.database_url)
+                        secrecy::ExposeSecret::expose_secret(&settings.database_url)
                     ),
                     "migrations are up to date"
                 );
             }),
-            Command::Token(command) => token(&cli.settings, command).await,
-            Command::Doctor => {
-                let findings = app::doctor(&cli.settings).await;
+            Run::Token(command) => token(&settings, command).await,
+            Run::Doctor => {
+                let findings = app::doctor(&settings).await;
                 for finding in &findings {
                     println!(
                         "{} {:<16} {}",

@@ -441,6 +441,82 @@ async fn migrate_then_serve_with_a_generated_token_and_stop_on_sigterm(backend: 
     );
 }
 
+#[test]
+fn the_first_start_token_is_on_stderr_too_after_json_logs_as_plain_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server(
+        credd_in(dir.path())
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CREDD_LOG", "info")
+            .env("CREDD_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
+    let mut previous = Vec::new();
+    loop {
+        let line = lines.next().expect("the token on stderr").unwrap();
+        if line.starts_with("export CREDD_TOKEN=credd_ct_") {
+            break;
+        }
+        previous.push(line);
+    }
+    // After every start-up log line (the last is "credd serving"), set off by blank
+    // lines, and not wrapped in JSON.
+    let notice = previous.len() - 1;
+    assert_eq!(previous[notice - 1], "", "{previous:#?}");
+    assert!(previous[notice].starts_with("credd: created the first caller token"));
+    assert!(
+        previous[..notice - 1]
+            .iter()
+            .all(|line| line.starts_with('{')),
+        "{previous:#?}"
+    );
+    assert!(
+        previous[notice - 2].contains("credd serving"),
+        "{previous:#?}"
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "");
+}
+
+#[test]
+fn server_flags_belong_to_serve_and_token_commands_show_only_theirs() {
+    let token_help = run(credd().args(["token", "create", "--help"]));
+    let token_help = String::from_utf8_lossy(&token_help.stdout);
+    assert!(token_help.contains("--database-url"), "{token_help}");
+    for server_flag in [
+        "--listen",
+        "--argon2-m-kib",
+        "--tls-cert",
+        "--shutdown-grace",
+    ] {
+        assert!(
+            !token_help.contains(server_flag),
+            "`credd token create --help` shows {server_flag}:\n{token_help}"
+        );
+    }
+    let serve_help = run(credd().args(["serve", "--help"]));
+    let serve_help = String::from_utf8_lossy(&serve_help.stdout);
+    assert!(serve_help.contains("--argon2-m-kib"), "{serve_help}");
+    // A server flag given to a token command is refused, naming it, instead of
+    // being silently ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(credd_in(dir.path()).args(["token", "list", "--listen", "0.0.0.0:1"]));
+    assert_fails_with_one_line(&output, "--listen");
+    // The database flag works after the token subcommand too.
+    let output = run(credd_in(dir.path()).args([
+        "token",
+        "list",
+        "--database-url",
+        "sqlite://elsewhere.db",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("elsewhere.db"), "{stderr}");
+}
+
 async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
     use credd::pb::{
         ImportClientSecretRequest, VerifyClientSecretRequest,
