@@ -29,11 +29,12 @@ use crate::{
     service::{
         AppService, AuditService, Clock, OrgService, SecretService, SystemClock, VerifyService,
         callers::{Authenticator, TokenService},
+        directory::Directory,
         hasher::{Hasher, HasherConfig},
         throttle::Throttle,
         verify_cache::{self, VerifyCache},
     },
-    store::{OpenError, Store},
+    store::{OpenError, Store, changes::FeedPosition},
 };
 
 mod background;
@@ -99,6 +100,8 @@ pub struct App {
     health_addr: Option<SocketAddr>,
     notice: Option<String>,
     change_poll_interval: Duration,
+    directory: Arc<Directory>,
+    feed_start: FeedPosition,
 }
 
 /// The limits every connection and RPC runs under.
@@ -179,11 +182,23 @@ impl App {
             .await
             .map_err(|err| StartError::Config(format!("cannot read caller tokens: {err}")))?;
         let tokens = TokenService::new(store.clone(), clock.clone());
+        let directory = Directory::new(store.clone(), settings.stale_if_error);
+        // Where the change feed stands before the load: a change committed during
+        // it is read again from there.
+        let feed_start = store
+            .feed_position()
+            .await
+            .map_err(|err| StartError::Config(format!("cannot read the change feed: {err}")))?;
+        directory
+            .reload_all()
+            .await
+            .map_err(|err| StartError::Config(format!("cannot load the directory: {err}")))?;
         let cache_ttl = chrono::Duration::from_std(settings.verify_cache_ttl)
             .map_err(|_| StartError::Config("CREDD_VERIFY_CACHE_TTL is too long".into()))?;
         let cache = Arc::new(VerifyCache::new(cache_ttl, verify_cache::DEFAULT_CAPACITY));
         let verifier = VerifyService::new(
             store.clone(),
+            directory.clone(),
             hasher.clone(),
             clock.clone(),
             cache.clone(),
@@ -192,10 +207,17 @@ impl App {
                 settings.verify_throttle_burst,
             ),
         );
-        let secrets = SecretService::new(store.clone(), hasher, clock.clone(), cache.clone());
-        let apps = AppService::new(store.clone(), clock.clone());
+        let secrets = SecretService::new(
+            store.clone(),
+            hasher,
+            clock.clone(),
+            cache.clone(),
+            directory.clone(),
+        );
+        let apps = AppService::new(store.clone(), directory.clone(), clock.clone());
         let orgs = OrgService::new(
             store.clone(),
+            directory.clone(),
             cache,
             clock,
             settings.default_login_domain.clone(),
@@ -231,7 +253,14 @@ impl App {
             health_listener,
             notice: None,
             change_poll_interval,
+            directory,
+            feed_start,
         })
+    }
+
+    /// The in-memory directory of live orgs (tests read its freshness).
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// The verify hot path (tests read its counters, cache and hasher).
@@ -346,17 +375,22 @@ impl App {
         background.spawn(|stop| background::flush_failed_verifications(verifier, stop));
         let verifier = self.verifier.clone();
         background.spawn(|stop| background::flush_refusal_log(verifier, stop));
-        let (store, cache) = (self.store.clone(), self.verifier.cache().clone());
-        let poll_every = self.change_poll_interval;
-        background.spawn(|stop| background::follow_changes(store, cache, poll_every, stop));
-        let (store, health, cache) = (
+        let follow = background::Follow {
+            store: self.store.clone(),
+            cache: self.verifier.cache().clone(),
+            directory: self.directory.clone(),
+            poll_every: self.change_poll_interval,
+            start: self.feed_start,
+        };
+        background.spawn(|stop| background::follow_changes(follow, stop));
+        let (store, health, directory) = (
             self.store.clone(),
             self.health.clone(),
-            self.verifier.cache().clone(),
+            self.directory.clone(),
         );
         let probe_draining = draining.clone();
         background
-            .spawn(|stop| background::probe_store(store, health, probe_draining, cache, stop));
+            .spawn(|stop| background::probe_store(store, health, probe_draining, directory, stop));
         if let Some(listener) = self.metrics_listener {
             background.spawn(|stop| background::serve_metrics(listener, stop));
         }
@@ -505,6 +539,11 @@ async fn bind_optional(
 /// Sets the status of "" and of every credd service.
 async fn set_status(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
+    set_services_status(health, status).await;
+}
+
+/// Sets the status of every credd service (not "").
+async fn set_services_status(health: &HealthReporter, status: ServingStatus) {
     for name in SERVICE_NAMES {
         health.set_service_status(name, status).await;
     }

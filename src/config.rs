@@ -211,6 +211,13 @@ pub struct Settings {
           value_parser = parse_shutdown_grace)]
     pub shutdown_grace: Duration,
 
+    /// How long what is in memory (the directory of orgs, apps and secrets, cached
+    /// verdicts) keeps answering after the change feed was last read, while the
+    /// store cannot be reached; past it such calls answer UNAVAILABLE.
+    #[arg(long, env = "CREDD_STALE_IF_ERROR", default_value = "30s", value_name = "DURATION",
+          value_parser = parse_stale_if_error)]
+    pub stale_if_error: Duration,
+
     /// How often the change counter is polled (tests slow it down to show that
     /// PostgreSQL notifications alone invalidate at once); `None`: the store's own
     /// interval. Not a flag.
@@ -435,6 +442,15 @@ fn parse_rate(value: &str) -> Result<f64, String> {
                 .into(),
         ),
     }
+}
+
+fn parse_stale_if_error(value: &str) -> Result<Duration, String> {
+    if value == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value).map_err(|_| {
+        "CREDD_STALE_IF_ERROR must be a duration such as 30s, or 0 to answer nothing from memory during an outage".into()
+    })
 }
 
 fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {

@@ -16,10 +16,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     metrics::{METRICS, PoolLabels},
-    service::{VerifyService, callers::Authenticator, verify_cache::VerifyCache},
+    service::{
+        VerifyService, callers::Authenticator, directory::Directory, verify_cache::VerifyCache,
+    },
     store::{
         Store,
-        changes::{ChangeFeed, parse_notification},
+        changes::{ChangeFeed, FeedPosition, parse_notification},
     },
 };
 
@@ -144,17 +146,21 @@ pub(super) async fn flush_refusal_log(verifier: VerifyService, mut stop: Stop) {
     verifier.flush_refusal_log();
 }
 
-/// Keeps health truthful: every service and "" are SERVING only while the store
-/// answers a ping within the timeout (and until shutdown begins, which the server
-/// reports itself).
+/// Keeps health truthful. Each credd service is SERVING only while the store
+/// answers a ping within the timeout: the truth, for alerts and for clients that
+/// need writes. The overall status `""` (what a readiness probe asks) stays
+/// SERVING while credd can answer from memory — the directory is loaded and
+/// within `CREDD_STALE_IF_ERROR` of its last good read — so that a shared
+/// database's failover does not take every replica out of its Service at once.
+/// From shutdown on the server reports NOT_SERVING itself.
 pub(super) async fn probe_store(
     store: Store,
     health: HealthReporter,
     draining: Arc<AtomicBool>,
-    cache: Arc<VerifyCache>,
+    directory: Arc<Directory>,
     mut stop: Stop,
 ) {
-    let mut serving = true;
+    let (mut store_serving, mut ready) = (true, true);
     METRICS.store_up.set(1);
     record_pool(&store);
     while stop.sleep(PROBE_EVERY).await {
@@ -164,20 +170,37 @@ pub(super) async fn probe_store(
         );
         record_pool(&store);
         METRICS.store_up.set(i64::from(answered));
-        if draining.load(Ordering::SeqCst) || answered == serving {
+        if draining.load(Ordering::SeqCst) {
             continue;
         }
-        serving = answered;
-        if serving {
-            tracing::info!("store answers again: health SERVING");
-            super::set_status(&health, ServingStatus::Serving).await;
-        } else {
-            tracing::warn!("store does not answer: health NOT_SERVING until it does");
-            // Changes made meanwhile cannot reach us: cached verdicts go too.
-            cache.clear();
-            super::set_status(&health, ServingStatus::NotServing).await;
+        if answered != store_serving {
+            store_serving = answered;
+            let status = if answered {
+                tracing::info!("store answers again: every service SERVING");
+                ServingStatus::Serving
+            } else {
+                tracing::warn!(
+                    "store does not answer: every service NOT_SERVING until it does; readiness (\"\") follows the in-memory directory"
+                );
+                ServingStatus::NotServing
+            };
+            super::set_services_status(&health, status).await;
         }
-        METRICS.serving.set(i64::from(serving));
+        let serviceable = directory.serviceable();
+        if serviceable != ready {
+            ready = serviceable;
+            let status = if ready {
+                tracing::info!("the directory answers again: readiness (\"\") SERVING");
+                ServingStatus::Serving
+            } else {
+                tracing::warn!(
+                    "the directory is older than CREDD_STALE_IF_ERROR: readiness (\"\") NOT_SERVING"
+                );
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            METRICS.serving.set(i64::from(ready));
+        }
     }
 }
 
@@ -236,41 +259,59 @@ pub(super) async fn serve_health(listener: TcpListener, health: HealthReporter, 
     }
 }
 
-/// Keeps the verdict cache true to changes other processes make: PostgreSQL
-/// notifications name the org to forget at once; and on every backend the change
-/// counter, polled every `poll_every`, says when the change log has new entries,
-/// whose orgs are forgotten — only those — so even a notification connection that
-/// died silently delays an invalidation by at most one poll. Everything is
-/// forgotten only when the feed cannot be read.
-pub(super) async fn follow_changes(
-    store: Store,
-    cache: Arc<VerifyCache>,
-    poll_every: Duration,
-    stop: Stop,
-) {
+/// What [`follow_changes`] keeps current, and from where.
+pub(super) struct Follow {
+    /// The store whose change feed is read.
+    pub store: Store,
+    /// The verdict cache, whose changed orgs are forgotten.
+    pub cache: Arc<VerifyCache>,
+    /// The directory, whose changed orgs are read again.
+    pub directory: Arc<Directory>,
+    /// How often the change counter is polled.
+    pub poll_every: Duration,
+    /// Where the feed stood before the directory was loaded.
+    pub start: FeedPosition,
+}
+
+/// Keeps the directory and the verdict cache true to changes: PostgreSQL
+/// notifications name the org to read again at once; and on every backend the
+/// change counter, polled every `poll_every`, says when the change log has new
+/// entries, whose orgs — only those — are read again and forgotten, so even a
+/// notification connection that died silently delays a change by at most one
+/// poll. Everything is read again only when the log cannot name what changed.
+/// While the feed cannot be read, nothing is dropped: the directory answers what
+/// it holds for `CREDD_STALE_IF_ERROR`, and when the feed answers again the
+/// changes made meanwhile are applied before it answers in full.
+pub(super) async fn follow_changes(follow: Follow, stop: Stop) {
+    let listen = (
+        follow.store.clone(),
+        follow.cache.clone(),
+        follow.directory.clone(),
+    );
     tokio::join!(
-        poll_changes(store.clone(), cache.clone(), poll_every, stop.clone()),
-        listen_for_changes(store, cache, stop)
+        poll_changes(follow, stop.clone()),
+        listen_for_changes(listen.0, listen.1, listen.2, stop)
     );
 }
 
 /// `read`, given up after [`FEED_TIMEOUT`].
-fn bounded<F: Future>(read: F) -> tokio::time::Timeout<F> {
-    tokio::time::timeout(FEED_TIMEOUT, read)
+async fn bounded<T>(read: impl Future<Output = Result<T, crate::Error>>) -> Result<T, String> {
+    match tokio::time::timeout(FEED_TIMEOUT, read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {FEED_TIMEOUT:?}")),
+    }
 }
 
-async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mut stop: Stop) {
-    let start = async {
-        let version = store.change_version().await?;
-        let last = store.last_change().await?;
-        Ok::<_, crate::Error>((version, last))
-    };
-    let (mut version, mut cursor) = match bounded(start).await {
-        Ok(Ok((version, last))) => (Some(version), last),
-        _ => (None, 0),
-    };
-    // A verdict cached before the read above might belong to a change it counted.
-    cache.clear();
+async fn poll_changes(follow: Follow, mut stop: Stop) {
+    let Follow {
+        store,
+        cache,
+        directory,
+        poll_every: every,
+        start,
+    } = follow;
+    let (mut version, mut cursor) = (start.version, start.last_seq);
     // Log entries read ahead of the counter (committed between the two reads).
     let mut ahead: i64 = 0;
     let mut unreadable = false;
@@ -279,54 +320,60 @@ async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mu
     while stop.sleep(every).await {
         polls += 1;
         let read: Result<(), String> = async {
-            let now = match bounded(store.change_version()).await {
-                Ok(Ok(now)) => now,
-                Ok(Err(err)) => return Err(err.to_string()),
-                Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
-            };
-            if Some(now) == version && ahead == 0 {
+            let now = bounded(store.change_version()).await?;
+            if now == version && ahead == 0 {
                 return Ok(());
             }
-            let changes = match bounded(store.changes_after(cursor, CHANGE_BATCH)).await {
-                Ok(Ok(changes)) => changes,
-                Ok(Err(err)) => return Err(err.to_string()),
-                Err(_) => return Err(format!("no answer within {FEED_TIMEOUT:?}")),
-            };
-            // Forget exactly the orgs that changed; this process's own changes were
-            // applied when it made them.
+            let changes = bounded(store.changes_after(cursor, CHANGE_BATCH)).await?;
+            // Every announcement bumps the counter once and writes one entry. More
+            // bumps than entries: changes this process cannot name (an older replica
+            // during a rolling deploy, which writes no entries; more entries than
+            // one batch; entries pruned during a long outage) — read everything
+            // again. Entries ahead of the counter are counted on the next poll.
+            let named = ahead + changes.len() as i64 - (now - version);
+            if named < 0 || changes.len() as u64 == CHANGE_BATCH {
+                tracing::warn!(
+                    entries = changes.len(),
+                    "the change feed cannot name what changed: reading every org again and forgetting every cached verdict"
+                );
+                let position = bounded(store.feed_position()).await?;
+                directory
+                    .reload_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
+                cache.clear();
+                (version, cursor, ahead) = (position.version, position.last_seq, 0);
+                return Ok(());
+            }
+            // Read exactly the orgs that changed, this process's own among them (its
+            // own read after writing may have failed); forget other processes'
+            // changes from the cache (its own were forgotten when made). The
+            // position moves only once all of them are applied.
+            let mut orgs: Vec<&crate::domain::ids::OrgId> =
+                changes.iter().map(|c| &c.org_id).collect();
+            orgs.sort_unstable();
+            orgs.dedup();
+            for org_id in orgs {
+                bounded(directory.reload_org(org_id)).await?;
+            }
             for change in changes.iter().filter(|c| c.origin != store.origin()) {
                 cache.forget_org(&change.org_id);
             }
             cursor = changes.last().map_or(cursor, |c| c.seq);
-            // Every announcement bumps the counter once and writes one entry. More
-            // bumps than entries: changes this process cannot name (an older replica
-            // during a rolling deploy, which writes no entries, or more entries than
-            // one batch) — forget everything. Entries ahead of the counter are
-            // counted on the next poll.
-            let bumps = version.map_or(i64::MAX, |version| now - version);
-            ahead += changes.len() as i64 - bumps;
-            if ahead < 0 || changes.len() as u64 == CHANGE_BATCH {
-                cache.clear();
-                ahead = 0;
-            }
-            version = Some(now);
+            (version, ahead) = (now, named);
             Ok(())
         }
         .await;
+        directory.feed_read(read.is_ok());
         match read {
             Ok(()) if unreadable => {
-                tracing::info!("the change feed answers again");
+                tracing::info!("the change feed answers again; what changed meanwhile is applied");
                 unreadable = false;
             }
             Ok(()) => {}
-            // An error, or no answer in time (a hung connection must not stop
-            // invalidation silently): what changed meanwhile is unknown.
             Err(error) => {
-                cache.clear();
-                version = None;
-                ahead = 0;
                 if !unreadable {
-                    tracing::warn!(%error, "cannot read the change feed: forgetting every cached verification until it answers");
+                    tracing::warn!(%error, "cannot read the change feed: answering from memory what it holds, for CREDD_STALE_IF_ERROR at most");
                     unreadable = true;
                 }
             }
@@ -335,64 +382,59 @@ async fn poll_changes(store: Store, cache: Arc<VerifyCache>, every: Duration, mu
             let before = chrono::Utc::now()
                 - chrono::Duration::from_std(CHANGE_LOG_KEEP).unwrap_or(chrono::Duration::hours(1));
             match bounded(store.prune_changes(before)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => tracing::debug!(error = %err, "could not prune the change log"),
-                Err(_) => tracing::debug!("pruning the change log timed out"),
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "could not prune the change log"),
             }
         }
     }
 }
 
-async fn listen_for_changes(store: Store, cache: Arc<VerifyCache>, mut stop: Stop) {
+async fn listen_for_changes(
+    store: Store,
+    cache: Arc<VerifyCache>,
+    directory: Arc<Directory>,
+    mut stop: Stop,
+) {
     loop {
         let feed = tokio::select! {
             () = stop.requested() => return,
-            feed = tokio::time::timeout(FEED_TIMEOUT, store.change_feed()) => {
-                feed.unwrap_or_else(|_| Err(crate::Error::Unavailable(
-                    format!("no LISTEN connection within {FEED_TIMEOUT:?}").into(),
-                )))
-            }
+            feed = bounded(store.change_feed()) => feed,
         };
         match feed {
-            Ok(ChangeFeed::Notifications(mut listener)) => {
-                // Whatever changed while nobody listened is unknown.
-                cache.clear();
-                loop {
-                    let received = tokio::select! {
-                        () = stop.requested() => return,
-                        received = listener.try_recv() => received,
-                    };
-                    match received {
-                        Ok(Some(notification)) => {
-                            match parse_notification(notification.payload()) {
-                                Some((origin, _)) if origin == store.origin() => {}
-                                Some((_, org_id)) => cache.forget_org(&org_id),
-                                None => {
-                                    tracing::warn!(
-                                        "unreadable change notification: forgetting every cached verification"
-                                    );
-                                    cache.clear();
-                                }
+            Ok(ChangeFeed::Notifications(mut listener)) => loop {
+                let received = tokio::select! {
+                    () = stop.requested() => return,
+                    received = listener.try_recv() => received,
+                };
+                match received {
+                    Ok(Some(notification)) => match parse_notification(notification.payload()) {
+                        Some((origin, _)) if origin == store.origin() => {}
+                        Some((_, org_id)) => {
+                            cache.forget_org(&org_id);
+                            // A failed read is retried by the next poll, which
+                            // reads every changed org.
+                            if let Err(error) = directory.reload_org(&org_id).await {
+                                tracing::debug!(%org_id, %error, "could not read a notified org; the poll will");
                             }
                         }
-                        Ok(None) => {
-                            tracing::warn!(
-                                "change notifications interrupted: forgetting every cached verification"
-                            );
-                            cache.clear();
+                        None => {
+                            tracing::warn!("unreadable change notification; the poll applies it")
                         }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "change notifications lost: forgetting every cached verification");
-                            cache.clear();
-                            break;
-                        }
+                    },
+                    // The connection was lost and is reopened; what was said
+                    // meanwhile the poll reads from the change log.
+                    Ok(None) => {
+                        tracing::debug!("change notifications interrupted; reconnecting")
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "change notifications lost; reconnecting");
+                        break;
                     }
                 }
-            }
+            },
             Ok(ChangeFeed::CounterOnly) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for changes: forgetting every cached verification");
-                cache.clear();
+            Err(error) => {
+                tracing::debug!(%error, "cannot listen for changes; the poll carries them");
             }
         }
         if !stop.sleep(Duration::from_secs(1)).await {

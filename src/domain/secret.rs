@@ -65,7 +65,7 @@ pub enum ClientSecretState {
 
 impl ClientSecretState {
     /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "PENDING",
             Self::Active => "ACTIVE",
@@ -522,6 +522,79 @@ pub fn estimated_bits(secret: &str) -> f64 {
     };
     let free = predictable.iter().filter(|p| !**p).count();
     free as f64 * f64::from(alphabet.max(2)).log2()
+}
+
+/// The prefix of a stored SHA-256 digest: `$sha256$` + the digest in base64
+/// (standard alphabet, no padding), self-describing like a PHC string.
+pub const DIGEST_PREFIX: &str = "$sha256$";
+
+/// How a secret is stored, read from its PHC-style string.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredHash {
+    /// A credd-generated secret (256 random bits): its SHA-256 digest. A slow
+    /// hash adds nothing against brute force of such a value.
+    Digest([u8; 32]),
+    /// An imported (caller-chosen) secret, or a generated one stored before
+    /// digests: an argon2id PHC string.
+    Argon2(String),
+}
+
+impl std::fmt::Debug for StoredHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A hash is no secret, but it has no business in logs either.
+        f.write_str(match self {
+            Self::Digest(_) => "Digest(..)",
+            Self::Argon2(_) => "Argon2(..)",
+        })
+    }
+}
+
+impl StoredHash {
+    /// The stored form of `phc`; `None` for a format this build does not know.
+    pub fn parse(phc: &str) -> Option<Self> {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        if let Some(encoded) = phc.strip_prefix(DIGEST_PREFIX) {
+            let bytes = STANDARD_NO_PAD.decode(encoded).ok()?;
+            return bytes.try_into().ok().map(Self::Digest);
+        }
+        phc.starts_with("$argon2id$")
+            .then(|| Self::Argon2(phc.to_owned()))
+    }
+
+    /// The digest of a generated `secret`, as stored.
+    pub fn digest_of(secret: &str) -> Self {
+        Self::Digest(sha256(secret))
+    }
+
+    /// The string stored for this hash.
+    pub fn to_phc(&self) -> String {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        match self {
+            Self::Digest(digest) => format!("{DIGEST_PREFIX}{}", STANDARD_NO_PAD.encode(digest)),
+            Self::Argon2(phc) => phc.clone(),
+        }
+    }
+
+    /// Whether `secret` matches this digest, in constant time; `false` for an
+    /// argon2 hash (which the hasher checks, off the async threads).
+    pub fn digest_matches(&self, secret: &str) -> bool {
+        match self {
+            Self::Digest(digest) => digest_matches(digest, secret),
+            Self::Argon2(_) => false,
+        }
+    }
+}
+
+/// Whether SHA-256 of `secret` is `digest`, compared in constant time. With a
+/// random `digest`, the same work as a real check: the dummy for unknown clients.
+pub fn digest_matches(digest: &[u8; 32], secret: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(sha256(secret).ct_eq(digest))
+}
+
+fn sha256(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).into()
 }
 
 /// The hint shown for `secret`: its last few characters.

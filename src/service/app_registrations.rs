@@ -15,7 +15,7 @@ use crate::{
         org::OrgScope,
         paging::{Page, PageRequest},
     },
-    service::Clock,
+    service::{Clock, directory::Directory},
     store::{Store, audit::NewEvent},
 };
 
@@ -66,13 +66,18 @@ pub struct AssociationFiles {
 #[derive(Debug, Clone)]
 pub struct AppService {
     store: Store,
+    directory: Arc<Directory>,
     clock: Arc<dyn Clock>,
 }
 
 impl AppService {
-    /// The service over `store`.
-    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    /// The service over `store`, checking redirects against `directory`.
+    pub fn new(store: Store, directory: Arc<Directory>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            directory,
+            clock,
+        }
     }
 
     /// Registers an app for the org `org_id`.
@@ -98,6 +103,7 @@ impl AppService {
                     .details(serde_json::json!({ "platform": platform.as_str() })),
             )
             .await?;
+        self.directory.reload_after_write(org_id).await;
         tracing::info!(%org_id, app_id = %created.id, platform = platform.as_str(), "app registered");
         Ok(created)
     }
@@ -195,6 +201,7 @@ impl AppService {
                     .details(serde_json::json!({ "fields": paths })),
             )
             .await?;
+        self.directory.reload_after_write(&current.org_id).await;
         tracing::info!(app_id = %id, "app registration updated");
         Ok(updated)
     }
@@ -207,6 +214,7 @@ impl AppService {
         self.store
             .delete_app(&app.org_id, id, self.clock.now(), event)
             .await?;
+        self.directory.reload_after_write(&app.org_id).await;
         tracing::info!(app_id = %id, "app registration deleted");
         Ok(())
     }
@@ -225,17 +233,22 @@ impl AppService {
         if redirect_uri.is_empty() || redirect_uri.len() > crate::domain::org::MAX_URL_LEN {
             return Ok(RedirectCheck::default());
         }
-        let apps = self.store.apps_of_client(client_id).await?;
-        let found = apps
-            .into_iter()
+        let Some(entry) = self.directory.by_client_id(client_id)? else {
+            return Ok(RedirectCheck::default());
+        };
+        let found = entry
+            .apps
+            .iter()
             .find(|app| app::redirect_matches(app.redirect_uri(), redirect_uri));
         if found.is_none() {
+            // It may be registered meanwhile while the change feed is unreadable.
+            self.directory.absence_is_an_answer()?;
             tracing::info!(%client_id, "redirect URI refused: not registered");
         }
         Ok(
             found.map_or_else(RedirectCheck::default, |app| RedirectCheck {
                 pkce_required: app.require_pkce(),
-                app_id: Some(app.id),
+                app_id: Some(app.id.clone()),
             }),
         )
     }

@@ -151,6 +151,23 @@ impl Hasher {
         .await
     }
 
+    /// Whether `phc` is not what this hasher would store today: argon2id with other
+    /// parameters (or another algorithm) than the configured ones.
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        parsed.algorithm != argon2::ARGON2ID_IDENT
+            || Params::try_from(&parsed).map_or(true, |params| {
+                (params.m_cost(), params.t_cost(), params.p_cost())
+                    != (
+                        self.inner.params.m_cost(),
+                        self.inner.params.t_cost(),
+                        self.inner.params.p_cost(),
+                    )
+            })
+    }
+
     /// Runs `work` on the blocking pool once a worker is free, inside the caller's span.
     async fn on_worker<T: Send + 'static>(
         &self,
@@ -344,6 +361,24 @@ mod tests {
                 .unwrap()
         );
         assert!(!hasher.verify("right-secret".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_with_other_parameters_are_due_for_a_rehash() {
+        let old = Hasher::new(HasherConfig {
+            m_kib: 128,
+            t: 2,
+            p: 1,
+            workers: 1,
+            queue: 4,
+        })
+        .unwrap();
+        let hasher = cheap();
+        let theirs = old.hash("s".into()).await.unwrap();
+        let ours = hasher.hash("s".into()).await.unwrap();
+        assert!(hasher.needs_rehash(&theirs));
+        assert!(!hasher.needs_rehash(&ours));
+        assert!(old.needs_rehash(&ours));
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod callers;
 pub mod client_secrets;
 pub mod clock;
+pub mod directory;
 pub mod hasher;
 pub mod orgs;
 pub mod throttle;

@@ -12,7 +12,7 @@ use crate::{
         paging::{Page, PageRequest},
         secret::SecretOverview,
     },
-    service::{Clock, verify_cache::VerifyCache},
+    service::{Clock, directory::Directory, verify_cache::VerifyCache},
     store::{Store, audit::NewEvent},
 };
 
@@ -42,22 +42,26 @@ pub struct Integration {
 #[derive(Debug, Clone)]
 pub struct OrgService {
     store: Store,
+    directory: Arc<Directory>,
     cache: Arc<VerifyCache>,
     clock: Arc<dyn Clock>,
     default_login_domain: String,
 }
 
 impl OrgService {
-    /// The service over `store`; orgs without a custom domain log in on
-    /// `default_login_domain`. Deleting an org forgets its entries in `cache`.
+    /// The service over `store`, answering lookups from `directory`; orgs without
+    /// a custom domain log in on `default_login_domain`. Deleting an org forgets
+    /// its entries in `cache`.
     pub fn new(
         store: Store,
+        directory: Arc<Directory>,
         cache: Arc<VerifyCache>,
         clock: Arc<dyn Clock>,
         default_login_domain: String,
     ) -> Self {
         Self {
             store,
+            directory,
             cache,
             clock,
             default_login_domain,
@@ -77,21 +81,25 @@ impl OrgService {
             .store
             .insert_org(id, ClientId::generate(), org, self.clock.now(), event)
             .await?;
+        self.directory.reload_after_write(&org.id).await;
         tracing::info!(org_id = %org.id, client_id = %org.client_id, "org created");
         Ok(org)
     }
 
-    /// The org named by `lookup`.
+    /// The org named by `lookup`, from the in-memory directory (no database
+    /// round trip: this is the gateway's login path).
     pub async fn get(&self, lookup: OrgLookup) -> Result<Org, Error> {
         let found = match lookup {
-            OrgLookup::Id(id) => self.store.find_org(&id).await?,
-            OrgLookup::ClientId(client_id) => self.store.find_org_by_client_id(&client_id).await?,
+            OrgLookup::Id(id) => self.directory.by_id(&id)?,
+            OrgLookup::ClientId(client_id) => self.directory.by_client_id(&client_id)?,
             OrgLookup::CustomDomain(domain) => {
                 let domain = host::parse_dns_host("custom_domain", &domain)?;
-                self.store.find_org_by_custom_domain(&domain).await?
+                self.directory.by_custom_domain(&domain)?
             }
         };
-        found.ok_or(Error::NotFound("org"))
+        found
+            .map(|entry| entry.org.clone())
+            .ok_or(Error::NotFound("org"))
     }
 
     /// A page of orgs in creation order.
@@ -113,6 +121,7 @@ impl OrgService {
             .store
             .update_org(id, changes, self.clock.now(), event)
             .await?;
+        self.directory.reload_after_write(id).await;
         tracing::info!(org_id = %org.id, "org updated");
         Ok(org)
     }
@@ -124,6 +133,7 @@ impl OrgService {
         let forget = self.cache.forget_when_done(id);
         self.store.delete_org(id, self.clock.now(), event).await?;
         drop(forget);
+        self.directory.reload_after_write(id).await;
         tracing::info!(org_id = %id, "org deleted");
         Ok(())
     }

@@ -1,10 +1,10 @@
-//! The verify hot path: VerifyClientSecret, read top to bottom — the verdict cache
-//! with single-flight, the per-client throttle, the store lookup of at most one
-//! candidate (two for imports), the hasher, and the counting of outcomes and
-//! failures.
+//! The verify hot path: VerifyClientSecret, read top to bottom — the directory
+//! lookup, a digest for generated secrets; for argon2-stored ones the verdict
+//! cache with single-flight, the per-client throttle and the hasher; then the
+//! counting of outcomes and failures.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -19,15 +19,16 @@ use crate::{
     domain::{
         caller::Actor,
         ids::{ClientId, OrgId, SecretId},
-        secret::{self, ClientSecretState, Presented},
+        secret::{self, ClientSecretState, Presented, StoredHash},
     },
     service::{
         Clock,
+        directory::{Directory, OrgEntry, VerifiableSecret},
         hasher::Hasher,
         throttle::Throttle,
         verify_cache::{CachedVerdict, VerifyCache},
     },
-    store::{Store, audit::NewEvent, client_secrets::Candidate},
+    store::{Store, audit::NewEvent},
 };
 
 /// How often the refusals of one org (or of all unknown clients) are summed up in
@@ -168,6 +169,7 @@ impl VerifyCounters {
 #[derive(Debug, Clone)]
 pub struct VerifyService {
     store: Store,
+    directory: Arc<Directory>,
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     counters: Arc<VerifyCounters>,
@@ -175,15 +177,21 @@ pub struct VerifyService {
     throttle: Arc<Throttle>,
     failed_by_org: Arc<Mutex<HashMap<OrgId, u64>>>,
     refusal_log: Arc<Mutex<HashMap<RefusalKey, Refusals>>>,
-    last_used_written: Arc<Mutex<HashMap<SecretId, DateTime<Utc>>>>,
+    /// Secrets whose hash is being replaced now (one replacement each at a time).
+    rehashing: Arc<Mutex<HashSet<SecretId>>>,
+    /// A random digest, compared against when there is no real one, so that an
+    /// unknown client costs what a known one does.
+    dummy_digest: [u8; 32],
 }
 
 impl VerifyService {
-    /// The service over `store`, hashing with `hasher`, caching successes in `cache`
-    /// (which the write use cases invalidate) and throttling cold work with
-    /// `throttle`.
+    /// The service answering from `directory` (generated secrets: a digest;
+    /// imported ones: argon2 with `hasher`), caching argon2 successes in `cache`
+    /// (which the write use cases invalidate) and throttling argon2 work with
+    /// `throttle`. `store` records use, failures and replaced hashes.
     pub fn new(
         store: Store,
+        directory: Arc<Directory>,
         hasher: Hasher,
         clock: Arc<dyn Clock>,
         cache: Arc<VerifyCache>,
@@ -191,6 +199,7 @@ impl VerifyService {
     ) -> Self {
         Self {
             store,
+            directory,
             hasher,
             clock,
             counters: Arc::default(),
@@ -198,7 +207,8 @@ impl VerifyService {
             throttle: Arc::new(throttle),
             failed_by_org: Arc::default(),
             refusal_log: Arc::default(),
-            last_used_written: Arc::default(),
+            rehashing: Arc::default(),
+            dummy_digest: crate::domain::ids::random_bytes(),
         }
     }
 
@@ -217,11 +227,19 @@ impl VerifyService {
         &self.cache
     }
 
+    /// The in-memory directory the verdicts come from.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
     /// Checks a client ID (`None`: what was presented cannot be one credd issued)
     /// and secret. Every refusal is the same `Invalid` to the caller; the reason is
-    /// logged and counted. A store outage is an error, never a verdict. A cached
-    /// success costs no argon2 work and no database round trip; uncached work is
-    /// throttled per client (`Overloaded`, never a wrong `false`).
+    /// logged and counted. A generated secret costs a lookup in memory and one
+    /// SHA-256, whatever the client; an imported one (or a generated one stored
+    /// before digests) one argon2 verification, cached on success and throttled
+    /// per client. What the directory cannot answer (the store unreachable past
+    /// `CREDD_STALE_IF_ERROR`, or an absence while the change feed is unreadable)
+    /// is UNAVAILABLE, never a verdict.
     pub async fn verify(
         &self,
         client_id: Option<&ClientId>,
@@ -238,53 +256,86 @@ impl VerifyService {
             );
             return Ok(verdict);
         };
-        let now = self.clock.now();
-        let key = self
-            .cache
-            .enabled()
-            .then(|| self.cache.key(client_id, client_secret.expose_secret()));
-        // Held until the verdict is cached: identical concurrent verifications wait.
-        let mut _leader = None;
-        if let Some(key) = &key {
-            loop {
-                if let Some(hit) = self.cache.get(key, now) {
-                    self.cache.count_lookup(true);
-                    let org_id = OrgId::from_stored(hit.org_id.to_string());
-                    let secret_id = SecretId::from_stored(hit.secret_id.to_string());
-                    super::record_org(&org_id);
-                    self.note_used(&org_id, &secret_id);
-                    let verdict = Verdict::Valid { org_id, secret_id };
-                    self.counters.count(&verdict);
-                    return Ok(verdict);
-                }
-                if let Some(leader) = self.cache.lead_or_wait(*key).await {
-                    self.cache.count_lookup(false);
-                    _leader = Some(leader);
-                    break;
-                }
+        let presented = secret::classify(client_secret.expose_secret());
+        let entry = self.directory.by_client_id(client_id);
+        if let Presented::Malformed(reason) = presented {
+            // Certain whatever the store says: refused without any hashing.
+            let mut judged = Judged::refused(Refusal::MalformedSecret(reason));
+            judged.org_id = entry.ok().flatten().map(|e| e.org.id.clone());
+            return self.conclude(client_id, judged, None);
+        }
+        let mut entry = entry?;
+        if !holds(entry.as_deref(), &presented)
+            && let Some(again) = self.directory.recheck(client_id, entry.as_deref()).await
+        {
+            entry = again;
+        }
+        if let Presented::Generated { secret_id } = &presented {
+            let found = entry.as_deref().and_then(|e| e.secret(secret_id));
+            if !found.is_some_and(|s| matches!(s.hash, StoredHash::Argon2(_))) {
+                let judged =
+                    self.judge_digest(entry.as_deref(), found, client_secret.expose_secret());
+                return self.conclude(client_id, judged, entry.as_deref());
             }
         }
-        let generation = self.cache.generation();
-        let known_good = key.is_some_and(|key| self.cache.known_good(&key, now));
-        let judged = self.judge(client_id, client_secret, known_good).await?;
+        self.verify_with_argon2(client_id, entry, presented, client_secret)
+            .await
+    }
+
+    /// A generated secret against its digest: one SHA-256 and a constant-time
+    /// compare, against a random digest when there is no such secret.
+    fn judge_digest(
+        &self,
+        entry: Option<&OrgEntry>,
+        found: Option<&VerifiableSecret>,
+        presented: &str,
+    ) -> Judged {
+        let now = self.clock.now();
+        let mut judged = Judged::refused(Refusal::Unknown);
+        judged.org_id = entry.map(|e| e.org.id.clone());
+        let Some(found) = found else {
+            secret::digest_matches(&self.dummy_digest, presented);
+            return judged;
+        };
+        let matches = found.hash.digest_matches(presented);
+        judged.verdict = if !found.secret.verifies_at(now) {
+            Verdict::Invalid(Refusal::NotVerifiable(found.secret.state_at(now)))
+        } else if matches {
+            Verdict::Valid {
+                org_id: found.secret.org_id.clone(),
+                secret_id: found.secret.id.clone(),
+            }
+        } else {
+            Verdict::Invalid(Refusal::Mismatch)
+        };
+        judged
+    }
+
+    /// Counts, logs and records a verdict. A refusal for want of a secret the
+    /// directory does not hold is UNAVAILABLE while the change feed is unreadable:
+    /// it may be one activated meanwhile.
+    fn conclude(
+        &self,
+        client_id: &ClientId,
+        judged: Judged,
+        entry: Option<&OrgEntry>,
+    ) -> Result<Verdict, Error> {
+        if judged.verdict == Verdict::Invalid(Refusal::Unknown) {
+            self.directory.absence_is_an_answer()?;
+        }
         self.counters.count(&judged.verdict);
         match &judged.verdict {
             Verdict::Valid { org_id, secret_id } => {
                 super::record_org(org_id);
                 tracing::debug!(%client_id, %org_id, %secret_id, "client secret verified");
-                self.note_used(org_id, secret_id);
-                if let Some(key) = key {
-                    let cached = CachedVerdict {
-                        org_id: org_id.as_str().into(),
-                        secret_id: secret_id.as_str().into(),
-                    };
-                    self.cache
-                        .insert(key, cached, now, judged.expiry, generation);
-                }
+                self.note_used(entry, org_id, secret_id);
             }
             Verdict::Invalid(refusal) => {
-                let key = match self.count_failure(client_id, judged.org_id).await {
+                let key = match judged.org_id {
                     Some(org_id) => {
+                        if let Ok(mut failed) = self.failed_by_org.lock() {
+                            *failed.entry(org_id.clone()).or_default() += 1;
+                        }
                         crate::metrics::METRICS
                             .verify_failures
                             .get_or_create(&crate::metrics::OrgLabels {
@@ -301,66 +352,126 @@ impl VerifyService {
         Ok(judged.verdict)
     }
 
-    /// The verdict for a client ID and secret that missed the cache. `known_good`:
-    /// this very secret verified recently, so it skips the client's throttle.
-    ///
-    /// The throttle comes before the store, so its answer depends on nothing stored:
-    /// a client whose bucket is empty costs neither a query nor a hash, and client
-    /// IDs without a bucket (made-up ones among them) share one to get theirs. A
-    /// malformed secret costs nothing and is throttled by nothing.
-    async fn judge(
+    /// The argon2 path: an imported secret, or a generated one whose hash predates
+    /// digests. Successes are cached; identical concurrent verifications wait for
+    /// one another; the throttle bounds the work per client.
+    async fn verify_with_argon2(
         &self,
         client_id: &ClientId,
+        entry: Option<Arc<OrgEntry>>,
+        presented: Presented,
         client_secret: SecretString,
+    ) -> Result<Verdict, Error> {
+        let now = self.clock.now();
+        let key = self
+            .cache
+            .enabled()
+            .then(|| self.cache.key(client_id, client_secret.expose_secret()));
+        // Held until the verdict is cached: identical concurrent verifications wait.
+        let mut _leader = None;
+        if let Some(key) = &key {
+            loop {
+                if let Some(hit) = self.cache.get(key, now) {
+                    self.cache.count_lookup(true);
+                    let org_id = OrgId::from_stored(hit.org_id.to_string());
+                    let secret_id = SecretId::from_stored(hit.secret_id.to_string());
+                    let judged = Judged {
+                        verdict: Verdict::Valid { org_id, secret_id },
+                        org_id: None,
+                        expiry: None,
+                    };
+                    return self.conclude(client_id, judged, entry.as_deref());
+                }
+                if let Some(leader) = self.cache.lead_or_wait(*key).await {
+                    self.cache.count_lookup(false);
+                    _leader = Some(leader);
+                    break;
+                }
+            }
+        }
+        let generation = self.cache.generation();
+        let known_good = key.is_some_and(|key| self.cache.known_good(&key, now));
+        let judged = self
+            .judge_argon2(
+                client_id,
+                entry.as_deref(),
+                presented,
+                &client_secret,
+                known_good,
+            )
+            .await?;
+        if let (Verdict::Valid { org_id, secret_id }, Some(key)) = (&judged.verdict, key) {
+            let cached = CachedVerdict {
+                org_id: org_id.as_str().into(),
+                secret_id: secret_id.as_str().into(),
+            };
+            self.cache
+                .insert(key, cached, now, judged.expiry, generation);
+        }
+        if let (Verdict::Valid { secret_id, .. }, Some(entry)) = (&judged.verdict, &entry)
+            && let Some(found) = entry.secret(secret_id)
+        {
+            self.rehash_if_due(found, client_secret);
+        }
+        self.conclude(client_id, judged, entry.as_deref())
+    }
+
+    /// The verdict for an argon2-stored secret that missed the cache.
+    /// `known_good`: this very secret verified recently, so it skips the client's
+    /// throttle.
+    ///
+    /// The throttle comes before the hash, and its answer depends on nothing
+    /// stored: a client whose bucket is empty costs no hash, and client IDs
+    /// without a bucket (made-up ones among them) share one to get theirs.
+    async fn judge_argon2(
+        &self,
+        client_id: &ClientId,
+        entry: Option<&OrgEntry>,
+        presented: Presented,
+        client_secret: &SecretString,
         known_good: bool,
     ) -> Result<Judged, Error> {
-        let presented = secret::classify(client_secret.expose_secret());
-        if let Presented::Malformed(reason) = presented {
-            return Ok(Judged::refused(Refusal::MalformedSecret(reason)));
-        }
+        let overloaded =
+            || Error::Overloaded("too many uncached verifications for this client; retry shortly");
         // `allow` first: a known-good secret still spends a token when there is one.
         let bypassed = !self.throttle.allow(client_id);
         if bypassed && !known_good {
-            return Err(Error::Overloaded(
-                "too many uncached verifications for this client; retry shortly",
-            ));
+            return Err(overloaded());
         }
-        let candidates: Vec<Candidate> = match presented {
-            Presented::Malformed(_) => Vec::new(),
-            Presented::Generated { secret_id } => self
-                .store
-                .verify_candidate(client_id, &secret_id)
-                .await?
-                .into_iter()
-                .collect(),
-            Presented::ImportShaped { hint } => {
-                self.store
-                    .verify_import_candidates(client_id, &hint)
-                    .await?
+        let candidates: Vec<&VerifiableSecret> = match (&presented, entry) {
+            (Presented::Generated { secret_id }, Some(entry)) => {
+                entry.secret(secret_id).into_iter().collect()
             }
+            (Presented::ImportShaped { hint }, Some(entry)) => {
+                entry.imported_with_hint(hint).take(2).collect()
+            }
+            _ => Vec::new(),
         };
         let now = self.clock.now();
         let mut judged = Judged::refused(Refusal::Unknown);
+        judged.org_id = entry.map(|e| e.org.id.clone());
         let mut hashed = false;
         for candidate in candidates {
-            judged.org_id = Some(candidate.secret.org_id.clone());
             if !candidate.secret.verifies_at(now) {
                 judged.verdict =
                     Verdict::Invalid(Refusal::NotVerifiable(candidate.secret.state_at(now)));
                 continue;
             }
+            let StoredHash::Argon2(phc) = &candidate.hash else {
+                continue;
+            };
             hashed = true;
             if self
                 .hasher
-                .verify(client_secret.clone(), Some(candidate.phc))
+                .verify(client_secret.clone(), Some(phc.clone()))
                 .await?
             {
                 judged.expiry = (candidate.secret.state == ClientSecretState::Retiring)
                     .then_some(candidate.secret.expire_time)
                     .flatten();
                 judged.verdict = Verdict::Valid {
-                    org_id: candidate.secret.org_id,
-                    secret_id: candidate.secret.id,
+                    org_id: candidate.secret.org_id.clone(),
+                    secret_id: candidate.secret.id.clone(),
                 };
                 return Ok(judged);
             }
@@ -369,36 +480,68 @@ impl VerifyService {
         if !hashed {
             // A known-good pass covers a secret that can still verify, nothing else.
             if bypassed {
-                return Err(Error::Overloaded(
-                    "too many uncached verifications for this client; retry shortly",
-                ));
+                return Err(overloaded());
             }
             // The same argon2 work as a real check, so that timing does not tell
             // unknown clients or unusable secrets from wrong ones.
-            self.hasher.verify(client_secret, None).await?;
+            self.hasher.verify(client_secret.clone(), None).await?;
         }
         Ok(judged)
     }
 
-    /// Counts a failed verification against its org (when the client exists), for
-    /// the `verify.failed` audit events, and answers that org. Best effort: a store
-    /// error is logged.
-    async fn count_failure(&self, client_id: &ClientId, org_id: Option<OrgId>) -> Option<OrgId> {
-        let org_id = match org_id {
-            Some(org_id) => org_id,
-            None => match self.store.find_org_by_client_id(client_id).await {
-                Ok(Some(org)) => org.id,
-                Ok(None) => return None,
-                Err(err) => {
-                    tracing::warn!(%client_id, error = %err, "could not count a failed verification");
-                    return None;
-                }
-            },
-        };
-        if let Ok(mut failed) = self.failed_by_org.lock() {
-            *failed.entry(org_id.clone()).or_default() += 1;
+    /// After `found` verified with argon2: stores what credd would store today,
+    /// off the RPC path — a digest for a generated secret stored before digests,
+    /// a fresh argon2id hash for an imported one whose parameters differ from the
+    /// configured ones. A compare-and-swap on the old hash, so replicas racing to
+    /// do it do it once; the change feed then brings the new hash everywhere.
+    fn rehash_if_due(&self, found: &VerifiableSecret, client_secret: SecretString) {
+        let generated = !found.secret.imported;
+        if !generated && !self.hasher.needs_rehash(&found.phc) {
+            return;
         }
-        Some(org_id)
+        let secret_id = found.secret.id.clone();
+        let first = self
+            .rehashing
+            .lock()
+            .is_ok_and(|mut rehashing| rehashing.insert(secret_id.clone()));
+        if !first {
+            return;
+        }
+        let (store, hasher, directory, rehashing) = (
+            self.store.clone(),
+            self.hasher.clone(),
+            self.directory.clone(),
+            self.rehashing.clone(),
+        );
+        let (org_id, old_phc) = (found.secret.org_id.clone(), found.phc.clone());
+        tokio::spawn(async move {
+            let new_phc = if generated {
+                Ok(StoredHash::digest_of(client_secret.expose_secret()).to_phc())
+            } else {
+                hasher.hash(client_secret).await
+            };
+            let replaced = match new_phc {
+                Ok(new_phc) => {
+                    store
+                        .replace_secret_hash(&org_id, &secret_id, &old_phc, &new_phc)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match replaced {
+                Ok(true) => {
+                    tracing::info!(%org_id, %secret_id, to = if generated { "sha256" } else { "argon2id" }, "stored hash replaced by today's format");
+                    directory.reload_after_write(&org_id).await;
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(%org_id, %secret_id, error = %err, "could not replace a stored hash; the next verification tries again");
+                }
+            }
+            if let Ok(mut rehashing) = rehashing.lock() {
+                rehashing.remove(&secret_id);
+            }
+        });
     }
 
     /// Logs a refusal: the first of its key in an interval at once (an operator
@@ -466,19 +609,14 @@ impl VerifyService {
         }
     }
 
-    /// Writes `last_used_time` at most once a minute per secret, off the RPC path.
-    fn note_used(&self, org_id: &OrgId, secret_id: &SecretId) {
+    /// Writes `last_used_time` at most once a minute per secret (per process),
+    /// off the RPC path.
+    fn note_used(&self, entry: Option<&OrgEntry>, org_id: &OrgId, secret_id: &SecretId) {
         let now = self.clock.now();
-        let due = match self.last_used_written.lock() {
-            Ok(mut written) => match written.get(secret_id) {
-                Some(last) if now - *last < LAST_USED_EVERY => false,
-                _ => {
-                    written.insert(secret_id.clone(), now);
-                    true
-                }
-            },
-            Err(_) => false,
-        };
+        let due = entry
+            .filter(|e| &e.org.id == org_id)
+            .and_then(|e| e.secret(secret_id))
+            .is_some_and(|s| s.last_used_due(now, LAST_USED_EVERY));
         if due {
             let store = self.store.clone();
             let (org_id, secret_id) = (org_id.clone(), secret_id.clone());
@@ -488,6 +626,18 @@ impl VerifyService {
                 }
             });
         }
+    }
+}
+
+/// Whether `entry` holds a secret that `presented` may be: the generated secret
+/// it locates, or an imported one with its hint.
+fn holds(entry: Option<&OrgEntry>, presented: &Presented) -> bool {
+    match (entry, presented) {
+        (Some(entry), Presented::Generated { secret_id }) => entry.secret(secret_id).is_some(),
+        (Some(entry), Presented::ImportShaped { hint }) => {
+            entry.imported_with_hint(hint).next().is_some()
+        }
+        _ => false,
     }
 }
 

@@ -11,7 +11,7 @@ use super::{
     Store,
     audit::{self, NewEvent},
     commit_with_event,
-    entities::{app_registrations, orgs},
+    entities::app_registrations,
     orgs::lock_live_org,
     page_of,
 };
@@ -19,7 +19,7 @@ use crate::{
     Error,
     domain::{
         app::{AppKind, AppRegistration, Platform, ValidApp},
-        ids::{AppRegistrationId, ClientId, OrgId},
+        ids::{AppRegistrationId, OrgId},
         org::OrgScope,
         paging::{Page, PageRequest},
     },
@@ -149,9 +149,16 @@ impl Store {
         };
         set_fields(&mut row, app);
         let written = row.insert(&txn).await;
-        commit_with_event(txn, written, duplicate(platform), event, now)
-            .await?
-            .try_into()
+        commit_with_event(
+            txn,
+            written,
+            duplicate(platform),
+            event,
+            now,
+            Some((&self.origin, org_id)),
+        )
+        .await?
+        .try_into()
     }
 
     /// The app registration `id`, if `scope` reaches its org.
@@ -198,23 +205,6 @@ impl Store {
         )
     }
 
-    /// Every app of the live org with `client_id`.
-    #[tracing::instrument(name = "store.apps_of_client", skip_all)]
-    pub async fn apps_of_client(
-        &self,
-        client_id: &ClientId,
-    ) -> Result<Vec<AppRegistration>, Error> {
-        rows(
-            app_registrations::Entity::find()
-                .inner_join(orgs::Entity)
-                .filter(orgs::Column::ClientId.eq(client_id.as_str()))
-                .filter(orgs::Column::DeleteTime.is_null())
-                .order_by_asc(app_registrations::Column::Id)
-                .all(&self.db)
-                .await?,
-        )
-    }
-
     /// Replaces the validated fields of the org's app `id`.
     #[tracing::instrument(name = "store.update_app", skip_all)]
     pub async fn update_app(
@@ -244,9 +234,16 @@ impl Store {
         set_fields(&mut row, valid);
         row.update_time = Set(now);
         let written = row.update(&txn).await;
-        commit_with_event(txn, written, duplicate(platform), event, now)
-            .await?
-            .try_into()
+        commit_with_event(
+            txn,
+            written,
+            duplicate(platform),
+            event,
+            now,
+            Some((&self.origin, org_id)),
+        )
+        .await?
+        .try_into()
     }
 
     /// Deletes the org's app registration `id`.
@@ -268,6 +265,8 @@ impl Store {
             return Err(Error::NotFound("app registration"));
         }
         audit::append(&txn, event, now).await?;
+        // Last before the commit: it takes the feed's one global lock.
+        super::changes::announce(&txn, &self.origin, org_id).await?;
         txn.commit().await?;
         Ok(())
     }

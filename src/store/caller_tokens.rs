@@ -86,7 +86,7 @@ impl Store {
             field: "name",
         };
         let written = row.insert(&txn).await;
-        Ok(commit_with_event(txn, written, taken, event, now)
+        Ok(commit_with_event(txn, written, taken, event, now, None)
             .await?
             .into())
     }

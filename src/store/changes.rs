@@ -77,6 +77,16 @@ pub(super) async fn announce(
     Ok(())
 }
 
+/// Where the change feed stands: the counter and the newest log entry, read
+/// counter first (entries read ahead of the counter are counted on the next poll).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedPosition {
+    /// The change counter.
+    pub version: i64,
+    /// The newest change-log entry's sequence number.
+    pub last_seq: i64,
+}
+
 /// What a process watches to learn of other processes' changes at once (the change
 /// counter, polled, backs it up on every backend).
 pub enum ChangeFeed {
@@ -153,6 +163,13 @@ impl Store {
                 org_id: OrgId::from_stored(row.org_id),
             })
             .collect())
+    }
+
+    /// Where the feed stands now.
+    pub async fn feed_position(&self) -> Result<FeedPosition, Error> {
+        let version = self.change_version().await?;
+        let last_seq = self.last_change().await?;
+        Ok(FeedPosition { version, last_seq })
     }
 
     /// The newest entry's sequence number (0 for an empty log).

@@ -6,13 +6,13 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
+    QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
 };
 
 use super::{
     Store,
     audit::{self, NewEvent},
-    entities::{client_secrets, orgs},
+    entities::client_secrets,
     is_unique_violation,
     orgs::lock_live_org,
     page_of,
@@ -20,7 +20,7 @@ use super::{
 use crate::{
     Error,
     domain::{
-        ids::{ClientId, OrgId, SecretId},
+        ids::{OrgId, SecretId},
         paging::{Page, PageRequest},
         secret::{self, Activation, ClientSecret, ClientSecretState, Transition},
     },
@@ -102,14 +102,6 @@ fn candidate(row: client_secrets::Model) -> Result<Candidate, Error> {
 /// The org's secrets, and nobody else's.
 fn of_org(org_id: &OrgId) -> sea_orm::Select<client_secrets::Entity> {
     client_secrets::Entity::find().filter(client_secrets::Column::OrgId.eq(org_id.as_str()))
-}
-
-/// The live org's secrets, found by its client ID.
-fn of_client(client_id: &ClientId) -> sea_orm::Select<client_secrets::Entity> {
-    client_secrets::Entity::find()
-        .inner_join(orgs::Entity)
-        .filter(orgs::Column::ClientId.eq(client_id.as_str()))
-        .filter(orgs::Column::DeleteTime.is_null())
 }
 
 fn states(states: &[ClientSecretState]) -> impl Iterator<Item = &'static str> + '_ {
@@ -318,44 +310,6 @@ impl Store {
         super::changes::announce(&txn, &self.origin, org_id).await?;
         txn.commit().await?;
         row.try_into()
-    }
-
-    /// The secret `secret_id` if it belongs to the live org with `client_id`.
-    #[tracing::instrument(name = "store.verify_candidate", skip_all)]
-    pub async fn verify_candidate(
-        &self,
-        client_id: &ClientId,
-        secret_id: &SecretId,
-    ) -> Result<Option<Candidate>, Error> {
-        of_client(client_id)
-            .filter(client_secrets::Column::Id.eq(secret_id.as_str()))
-            .one(&self.db)
-            .await?
-            .map(candidate)
-            .transpose()
-    }
-
-    /// The imported ACTIVE or RETIRING secrets with hint `hint` of the live org
-    /// with `client_id` (at most two, usually one or none).
-    #[tracing::instrument(name = "store.verify_import_candidates", skip_all)]
-    pub async fn verify_import_candidates(
-        &self,
-        client_id: &ClientId,
-        hint: &str,
-    ) -> Result<Vec<Candidate>, Error> {
-        of_client(client_id)
-            .filter(client_secrets::Column::Imported.eq(true))
-            .filter(client_secrets::Column::Hint.eq(hint))
-            .filter(client_secrets::Column::State.is_in(states(&[
-                ClientSecretState::Active,
-                ClientSecretState::Retiring,
-            ])))
-            .limit(2)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(candidate)
-            .collect()
     }
 
     /// Records that the secret `secret_id` of org `org_id` verified at `now`.

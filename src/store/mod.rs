@@ -8,6 +8,7 @@ pub mod audit;
 pub mod caller_tokens;
 pub mod changes;
 pub mod client_secrets;
+pub mod directory;
 mod entities;
 pub mod orgs;
 
@@ -179,14 +180,16 @@ impl Store {
 }
 
 /// Finishes a write of one row: a unique violation becomes `taken` (the caller's
-/// ALREADY_EXISTS), the audit event is appended in the same transaction, and the
-/// transaction commits — so a change is never stored without its event.
+/// ALREADY_EXISTS), the audit event is appended in the same transaction, the
+/// change of `announce`'s org is announced to the other processes when given, and
+/// the transaction commits — so a change is never stored without its event.
 async fn commit_with_event<M>(
     txn: sea_orm::DatabaseTransaction,
     written: Result<M, DbErr>,
     taken: Error,
     event: audit::NewEvent,
     now: chrono::DateTime<chrono::Utc>,
+    announce: Option<(&str, &crate::domain::ids::OrgId)>,
 ) -> Result<M, Error> {
     let row = match written {
         Ok(row) => row,
@@ -194,6 +197,10 @@ async fn commit_with_event<M>(
         Err(err) => return Err(err.into()),
     };
     audit::append(&txn, event, now).await?;
+    if let Some((origin, org_id)) = announce {
+        // Last before the commit: it takes the feed's one global lock.
+        changes::announce(&txn, origin, org_id).await?;
+    }
     txn.commit().await?;
     Ok(row)
 }

@@ -77,6 +77,7 @@ impl Store {
         event: NewEvent,
     ) -> Result<Org, Error> {
         let txn = self.db.begin().await?;
+        let id_for_feed = id.clone();
         let row = orgs::ActiveModel {
             id: Set(id.into_string()),
             client_id: Set(client_id.into_string()),
@@ -89,9 +90,12 @@ impl Store {
         };
         // The custom domain is the only caller-chosen unique column.
         let written = row.insert(&txn).await;
-        Ok(commit_with_event(txn, written, TAKEN_DOMAIN, event, now)
-            .await?
-            .into())
+        let announced = Some((&*self.origin, &id_for_feed));
+        Ok(
+            commit_with_event(txn, written, TAKEN_DOMAIN, event, now, announced)
+                .await?
+                .into(),
+        )
     }
 
     /// The live org with this id, or NOT_FOUND.
@@ -104,26 +108,6 @@ impl Store {
     pub async fn find_org(&self, id: &OrgId) -> Result<Option<Org>, Error> {
         Ok(live()
             .filter(orgs::Column::Id.eq(id.as_str()))
-            .one(&self.db)
-            .await?
-            .map(Org::from))
-    }
-
-    /// The live org with this client ID.
-    #[tracing::instrument(name = "store.find_org_by_client_id", skip_all)]
-    pub async fn find_org_by_client_id(&self, client_id: &ClientId) -> Result<Option<Org>, Error> {
-        Ok(live()
-            .filter(orgs::Column::ClientId.eq(client_id.as_str()))
-            .one(&self.db)
-            .await?
-            .map(Org::from))
-    }
-
-    /// The live org with this (canonical) custom domain.
-    #[tracing::instrument(name = "store.find_org_by_custom_domain", skip_all)]
-    pub async fn find_org_by_custom_domain(&self, domain: &str) -> Result<Option<Org>, Error> {
-        Ok(live()
-            .filter(orgs::Column::CustomDomain.eq(domain))
             .one(&self.db)
             .await?
             .map(Org::from))
@@ -175,9 +159,16 @@ impl Store {
         }
         row.update_time = Set(now);
         let written = row.update(&txn).await;
-        Ok(commit_with_event(txn, written, TAKEN_DOMAIN, event, now)
-            .await?
-            .into())
+        Ok(commit_with_event(
+            txn,
+            written,
+            TAKEN_DOMAIN,
+            event,
+            now,
+            Some((&self.origin, id)),
+        )
+        .await?
+        .into())
     }
 
     /// Deletes the live org `id`: its secrets and app registrations go at once, and its row stays as a

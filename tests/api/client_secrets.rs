@@ -15,7 +15,7 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, assert_code, assert_invalid, assert_unique_violation, collect_pages, spawn_app,
-    spawn_app_with_clock, wait_until,
+    spawn_app_with, spawn_app_with_clock, wait_until, wrong_import_of,
 };
 
 const IMPORTED: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA";
@@ -421,9 +421,10 @@ async fn every_wrong_secret_answers_the_same_false(backend: Backend) {
 }
 
 async fn malformed_secrets_cost_no_hash_and_unknown_clients_cost_one(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |s| s.verify_cache_ttl = Duration::ZERO).await;
     let acme = app.create_org().await;
     let (_, good) = app.generate_and_activate(&acme.id).await;
+    let (_, imported) = app.import_and_activate(&acme.id).await;
     let service = app.verifier.clone();
     let hashes = || service.hasher().computations();
 
@@ -443,32 +444,38 @@ async fn malformed_secrets_cost_no_hash_and_unknown_clients_cost_one(backend: Ba
         "a malformed secret is refused without argon2 work"
     );
 
+    // A generated secret is a SHA-256 digest, for a known client and an unknown
+    // one alike: no argon2 at all.
     let before = hashes();
-    assert!(app.verify(&acme.client_id, &good).await.unwrap());
-    assert_eq!(
-        hashes(),
-        before + 1,
-        "a known client costs one argon2 verification"
-    );
-    let before = hashes();
+    assert!(!app.verify(&acme.client_id, &good).await.unwrap());
     assert!(!app.verify(&"ab".repeat(16), &good).await.unwrap());
-    assert_eq!(
-        hashes(),
-        before + 1,
-        "an unknown client costs the same one verification"
-    );
     let pending = app.generate_secret(&acme.id).await;
-    let before = hashes();
     assert!(
         !app.verify(&acme.client_id, &pending.plaintext)
             .await
             .unwrap()
     );
-    assert_eq!(
-        hashes(),
-        before + 1,
-        "a pending secret costs the same one verification"
-    );
+    assert_eq!(hashes(), before, "generated secrets cost no argon2 work");
+
+    // An imported secret costs one argon2 verification, whether the client is
+    // known or not and whether the secret is right or not.
+    for (client_id, secret, what) in [
+        (
+            acme.client_id.as_str(),
+            imported.as_str(),
+            "the right secret",
+        ),
+        (
+            acme.client_id.as_str(),
+            &wrong_import_of(&imported),
+            "a wrong one",
+        ),
+        (&"ab".repeat(16), imported.as_str(), "an unknown client"),
+    ] {
+        let before = hashes();
+        app.verify(client_id, secret).await.unwrap();
+        assert_eq!(hashes(), before + 1, "{what} costs one argon2 verification");
+    }
 }
 
 async fn twenty_concurrent_activations_leave_exactly_one_active(backend: Backend) {
@@ -660,10 +667,12 @@ async fn a_store_outage_answers_unavailable_never_a_verdict() {
     let Backend::Postgres(admin_url) = backend.clone() else {
         unreachable!()
     };
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |s| s.stale_if_error = Duration::from_secs(3)).await;
     let acme = app.create_org().await;
     let (_, good) = app.generate_and_activate(&acme.id).await;
     assert!(app.verifies(&acme.client_id, &good).await);
+    let unknown =
+        secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate().1).to_owned();
 
     use sea_orm::ConnectionTrait as _;
     let name = url::Url::parse(&app.database_url)
@@ -687,15 +696,20 @@ async fn a_store_outage_answers_unavailable_never_a_verdict() {
         .await
         .unwrap();
 
-    // The right secret's verdict was cached; credd forgets the cache as soon as it
-    // notices the outage (its notification connection drops). Until then it may
-    // answer the cached `true`, never `false`.
+    // While the stale window lasts, the right secret keeps verifying from memory
+    // and an unknown one (which may have been made meanwhile) is UNAVAILABLE,
+    // never `false`; past the window, nothing answers from memory. At no point is
+    // the right secret `false`.
     wait_until(
-        "the outage is noticed (UNAVAILABLE)",
-        Duration::from_secs(5),
+        "the outage is noticed, then the stale window passes (UNAVAILABLE)",
+        Duration::from_secs(10),
         async || match app.verify(&acme.client_id, &good).await {
             Ok(valid) => {
                 assert!(valid, "never a false for the right secret");
+                match app.verify(&acme.client_id, &unknown).await {
+                    Ok(valid) => assert!(!valid, "an unknown secret never verifies"),
+                    Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+                }
                 false
             }
             Err(status) => {
@@ -705,7 +719,7 @@ async fn a_store_outage_answers_unavailable_never_a_verdict() {
         },
     )
     .await;
-    for candidate in [good.clone(), IMPORTED.to_owned()] {
+    for candidate in [good.clone(), unknown.clone(), IMPORTED.to_owned()] {
         let outcome = app.verify(&acme.client_id, &candidate).await;
         let status = outcome.expect_err("an unreachable store is never a verdict");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");

@@ -221,19 +221,6 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     spawn(backend, adjust, Arc::new(SystemClock)).await
 }
 
-/// [`spawn_app`] with the database URL passed through `map_url` (a proxy, say).
-pub async fn spawn_app_with_url(backend: Backend, map_url: impl FnOnce(&str) -> String) -> TestApp {
-    spawn(
-        backend,
-        |settings| {
-            let url = secrecy::ExposeSecret::expose_secret(&settings.database_url).to_owned();
-            settings.database_url = map_url(&url).into();
-        },
-        Arc::new(SystemClock),
-    )
-    .await
-}
-
 /// A second server on `first`'s database (another replica or process).
 pub async fn spawn_replica(first: &TestApp) -> TestApp {
     // The replica shares the database; only the first drops it.
@@ -367,10 +354,11 @@ impl TestApp {
         result
     }
 
-    /// An org whose active secret is verified and cached here, with the secret.
+    /// An org whose active (imported, so argon2-stored) secret is verified and
+    /// cached here, with the secret.
     pub async fn cached_verdict(&self) -> (credd::pb::Org, String) {
         let org = self.create_org().await;
-        let (_, plaintext) = self.generate_and_activate(&org.id).await;
+        let (_, plaintext) = self.import_and_activate(&org.id).await;
         self.wait_until_changes_are_taken_in().await;
         assert!(self.verifies(&org.client_id, &plaintext).await);
         assert_eq!(self.verifier.cache().len(), 1);
@@ -486,6 +474,15 @@ pub fn wrong_version_of(secret: &str) -> String {
         panic!("not a generated secret")
     };
     secrecy::ExposeSecret::expose_secret(&generate_for(&secret_id)).to_owned()
+}
+
+/// A well-formed wrong secret with the hint of the imported `secret` (its last four
+/// characters), so that it is checked against the stored argon2 hash.
+pub fn wrong_import_of(secret: &str) -> String {
+    use base64::Engine as _;
+    let random = base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(credd::domain::ids::random_bytes::<30>());
+    format!("{random}{}", &secret[secret.len() - 4..])
 }
 
 /// The field names of the `BadRequest` violations in `status`.

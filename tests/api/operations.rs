@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use credd::pb::{
-    CreateOrgRequest, GenerateClientSecretRequest, ListOrgsRequest, Org, VerifyClientSecretRequest,
+    CreateOrgRequest, ImportClientSecretRequest, ListOrgsRequest, Org, VerifyClientSecretRequest,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -14,12 +14,12 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, TestApp, spawn_app_with, spawn_app_with_url, wait_until};
+use crate::helpers::{Backend, TestApp, assert_code, spawn_app_with, wait_until};
 
-/// An org with an active secret, and the secret's plaintext.
+/// An org with an active imported (argon2-stored) secret, and the secret.
 async fn org_with_active_secret(app: &TestApp) -> (Org, String) {
     let org = app.create_org().await;
-    let (_, plaintext) = app.generate_and_activate(&org.id).await;
+    let (_, plaintext) = app.import_and_activate(&org.id).await;
     (org, plaintext)
 }
 
@@ -226,7 +226,8 @@ async fn an_rpc_past_the_server_timeout_is_cancelled(backend: Backend) {
         s.rpc_timeout = Duration::from_millis(5);
     })
     .await;
-    // Creating an org is quick; generating a secret hashes it, which takes longer.
+    // Creating an org is quick; importing a secret hashes it with argon2, which
+    // takes longer.
     let org = app
         .orgs
         .create_org(CreateOrgRequest {
@@ -238,8 +239,9 @@ async fn an_rpc_past_the_server_timeout_is_cancelled(backend: Backend) {
     let status = match org {
         Ok(org) => app
             .secrets
-            .generate_client_secret(GenerateClientSecretRequest {
+            .import_client_secret(ImportClientSecretRequest {
                 org_id: org.into_inner().id,
+                plaintext: "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw".into(),
                 description: String::new(),
             })
             .await
@@ -391,19 +393,36 @@ impl Proxy {
 }
 
 async fn health_of(app: &TestApp) -> Option<ServingStatus> {
+    health_of_service(app, "").await
+}
+
+async fn health_of_service(app: &TestApp, service: &str) -> Option<ServingStatus> {
     let mut health = HealthClient::new(app.channel.clone());
     let answer = tokio::time::timeout(
         Duration::from_secs(2),
-        health.check(HealthCheckRequest::default()),
+        health.check(HealthCheckRequest {
+            service: service.into(),
+        }),
     )
     .await;
     answer.ok()?.ok().map(|r| r.into_inner().status())
 }
 
 async fn wait_for_health(app: &TestApp, wanted: ServingStatus, within: Duration) {
-    wait_until(&format!("health turns {wanted:?}"), within, async || {
-        health_of(app).await == Some(wanted)
-    })
+    wait_for_service_health(app, "", wanted, within).await;
+}
+
+async fn wait_for_service_health(
+    app: &TestApp,
+    service: &str,
+    wanted: ServingStatus,
+    within: Duration,
+) {
+    wait_until(
+        &format!("health of {service:?} turns {wanted:?}"),
+        within,
+        async || health_of_service(app, service).await == Some(wanted),
+    )
     .await;
 }
 
@@ -429,19 +448,70 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
     };
     let proxy = Proxy::start(upstream).await;
     let proxy_addr = proxy.addr;
-    let app = spawn_app_with_url(backend.clone(), |url| {
-        let mut url = url::Url::parse(url).unwrap();
+    let app = spawn_app_with(backend.clone(), |settings| {
+        let url = secrecy::ExposeSecret::expose_secret(&settings.database_url).to_owned();
+        let mut url = url::Url::parse(&url).unwrap();
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(proxy_addr.port())).unwrap();
-        url.to_string()
+        settings.database_url = url.to_string().into();
+        settings.stale_if_error = Duration::from_secs(8);
     })
     .await;
     let (org, secret) = org_with_active_secret(&app).await;
+    let other = app.create_org().await;
+    let (_, generated) = app.generate_and_activate(&other.id).await;
     assert!(app.verify(&org.client_id, &secret).await.unwrap());
     wait_for_health(&app, ServingStatus::Serving, Duration::from_secs(5)).await;
 
     proxy.cut();
-    wait_for_health(&app, ServingStatus::NotServing, Duration::from_secs(10)).await;
+    // Every credd service tells the truth: the store is gone.
+    for service in ["credd.v1.ClientSecrets", "credd.v1.Orgs"] {
+        wait_for_service_health(
+            &app,
+            service,
+            ServingStatus::NotServing,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    // Readiness stays SERVING while memory can answer: a shared database's
+    // outage must not take every replica out of its Service at once.
+    assert_eq!(health_of(&app).await, Some(ServingStatus::Serving));
+    assert!(
+        app.verify(&org.client_id, &secret).await.unwrap(),
+        "a cached verdict answers from memory"
+    );
+    // A generated secret's digest is in memory: right and wrong are both certain.
+    assert!(app.verify(&other.client_id, &generated).await.unwrap());
+    assert!(
+        !app.verify(
+            &other.client_id,
+            &crate::helpers::wrong_version_of(&generated)
+        )
+        .await
+        .unwrap()
+    );
+    // What memory does not hold may have been made meanwhile: no "false".
+    let (unknown, _) = credd::domain::secret::generate();
+    let unknown =
+        secrecy::ExposeSecret::expose_secret(&credd::domain::secret::generate_for(&unknown))
+            .to_owned();
+    for candidate in [
+        unknown.as_str(),
+        "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw",
+    ] {
+        assert_code(
+            app.verify(&org.client_id, candidate).await,
+            Code::Unavailable,
+        );
+    }
+    // Past CREDD_STALE_IF_ERROR nothing answers from memory, and readiness says so.
+    wait_for_health(&app, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    assert_code(app.verify(&org.client_id, &secret).await, Code::Unavailable);
+    assert_code(
+        app.verify(&other.client_id, &generated).await,
+        Code::Unavailable,
+    );
     let liveness = HealthClient::new(app.channel.clone())
         .check(HealthCheckRequest {
             service: "liveness".into(),
@@ -455,20 +525,6 @@ async fn health_tells_the_truth_when_the_database_is_cut_and_restored() {
         ServingStatus::Serving,
         "a database outage must not fail liveness"
     );
-    // A well-formed wrong secret of the same row: its checksum holds, so only the
-    // store could say it is wrong.
-    let well_formed_wrong = crate::helpers::wrong_version_of(&secret);
-    for candidate in [
-        secret.as_str(),
-        well_formed_wrong.as_str(),
-        "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw",
-    ] {
-        let status = app
-            .verify(&org.client_id, candidate)
-            .await
-            .expect_err("no verdict without the store");
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    }
 
     proxy.restore();
     wait_for_health(&app, ServingStatus::Serving, Duration::from_secs(15)).await;

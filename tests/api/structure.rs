@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use credd::pb::{ListAuditEventsRequest, ListClientSecretsRequest, ListOrgsRequest};
+use credd::pb::{
+    ListAuditEventsRequest, ListClientSecretsRequest, ListOrgsRequest,
+    activate_client_secret_request::Secret,
+};
 
 use crate::helpers::{Backend, assert_invalid, spawn_app, spawn_app_with, wait_until};
 
@@ -134,7 +137,13 @@ async fn a_notification_alone_reaches_another_replica_within_a_second() {
     })
     .await;
     let org = first.create_org().await;
-    let (secret, plaintext) = first.generate_and_activate(&org.id).await;
+    // Imported, so that its verdict is cached (a generated secret's digest is in
+    // the directory, which the same notification reloads).
+    let (secret, plaintext) = first.import_and_activate(&org.id).await;
+    let (generated_meta, generated) = {
+        let generated = first.generate_secret(&org.id).await;
+        (generated.secret.unwrap(), generated.plaintext)
+    };
     // Cached on the second replica, whose counter poll will not run for a minute
     // (verified again until the activation's own notification has come and gone).
     wait_until(
@@ -155,6 +164,25 @@ async fn a_notification_alone_reaches_another_replica_within_a_second() {
     .await;
     assert!(!second.verifies(&org.client_id, &plaintext).await);
     eprintln!("notification reached the other replica in {took:?}");
+    // The directory follows the same notifications: an activation on the first
+    // replica verifies on the second within a second, a revocation is refused.
+    first
+        .activate(&org.id, Secret::SecretId(generated_meta.id.clone()), 0)
+        .await
+        .unwrap();
+    wait_until(
+        "the second replica verifies the secret activated on the first",
+        Duration::from_secs(1),
+        async || second.verifies(&org.client_id, &generated).await,
+    )
+    .await;
+    first.revoke(&org.id, &generated_meta.id).await.unwrap();
+    wait_until(
+        "the second replica refuses the secret revoked on the first",
+        Duration::from_secs(1),
+        async || !second.verifies(&org.client_id, &generated).await,
+    )
+    .await;
 }
 
 /// SQLite only: another process holds the database's write lock past credd's busy
@@ -202,30 +230,76 @@ async fn a_locked_sqlite_database_answers_unavailable_for_writes_and_recovers() 
 
 /// PostgreSQL only: the change-counter read hangs (another session holds a lock on
 /// the table, as a stuck migration or a hung connection would). The server must
-/// not wait for ever and keep serving cached verdicts it can no longer check: the
-/// read gives up after a bound and the cache is forgotten — while every other
-/// query, health's included, still answers.
+/// not wait for ever: the read gives up after a bound, what memory holds answers
+/// for `CREDD_STALE_IF_ERROR` and then UNAVAILABLE (never a verdict it can no
+/// longer check), readiness turns NOT_SERVING while the services, whose store
+/// still answers, stay SERVING; once the read succeeds again it all answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_change_feed_read_forgets_the_cache_instead_of_waiting_for_ever() {
+async fn a_hung_change_feed_read_stops_answering_from_memory_after_the_stale_window() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let Some(backend) = Backend::postgres() else {
         eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL lock test skipped");
         return;
     };
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |s| s.stale_if_error = Duration::from_secs(2)).await;
     let (org, plaintext) = app.cached_verdict().await;
+    let health = async |service: &str| {
+        HealthClient::new(app.channel.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status()
+    };
     let lock = app.lock_table("change_counter").await;
     wait_until(
-        "the cache is forgotten while the change counter cannot be read",
-        Duration::from_secs(6),
-        async || app.verifier.cache().is_empty(),
+        "nothing answers from memory once the change counter has been unreadable for the window",
+        Duration::from_secs(10),
+        async || match app.verify(&org.client_id, &plaintext).await {
+            Ok(valid) => {
+                assert!(valid, "the right secret is never false");
+                false
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                true
+            }
+        },
     )
     .await;
+    wait_until(
+        "readiness turns NOT_SERVING",
+        Duration::from_secs(3),
+        async || health("").await == ServingStatus::NotServing,
+    )
+    .await;
+    assert_eq!(
+        health("credd.v1.ClientSecrets").await,
+        ServingStatus::Serving,
+        "the store itself answers"
+    );
     lock.rollback().await.unwrap();
 
-    // Readable again: verdicts are cached and kept once more.
-    app.wait_until_changes_are_taken_in().await;
-    assert!(app.verifies(&org.client_id, &plaintext).await);
-    assert_eq!(app.verifier.cache().len(), 1);
+    // Readable again: verdicts answer, and readiness is back.
+    assert!(
+        app.verdict_once_past(
+            tonic::Code::Unavailable,
+            Duration::from_secs(10),
+            &org.client_id,
+            &plaintext
+        )
+        .await
+    );
+    wait_until(
+        "readiness turns SERVING again",
+        Duration::from_secs(3),
+        async || health("").await == ServingStatus::Serving,
+    )
+    .await;
 }
 
 /// A replica of an older version announces a change by the counter alone (it

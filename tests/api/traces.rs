@@ -81,7 +81,9 @@ async fn a_verify_span_joins_the_callers_trace_and_carries_no_secret(backend: Ba
     .await;
     let clients = Clients::new(channel.unwrap(), Some(TOKEN));
     let org = clients.create_org().await;
-    let (_, plaintext) = clients.generate_and_activate(&org.id).await;
+    // Imported: stored with argon2, so the verify shows the argon2 spans (a
+    // generated secret is a digest compared in memory, with no child span).
+    let (_, plaintext) = clients.import_and_activate(&org.id).await;
     let mut request = tonic::Request::new(VerifyClientSecretRequest {
         client_id: org.client_id.clone(),
         client_secret: plaintext.clone(),
@@ -169,9 +171,15 @@ async fn a_verify_span_joins_the_callers_trace_and_carries_no_secret(backend: Ba
         names.iter().any(|n| n.starts_with("argon2")),
         "argon2 wait and work are child spans: {names:?}"
     );
+    let activate = spans
+        .iter()
+        .find(|s| s.name == "credd.v1.ClientSecrets/ActivateClientSecret")
+        .expect("the activation's span");
     assert!(
-        names.iter().any(|n| n.starts_with("store.")),
-        "store queries are child spans: {names:?}"
+        spans
+            .iter()
+            .any(|s| s.parent_span_id == activate.span_id && s.name.starts_with("store.")),
+        "store queries are child spans of the RPC that makes them"
     );
 
     let everything = format!("{exports:?}");

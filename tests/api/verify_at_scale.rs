@@ -1,5 +1,7 @@
 //! Verify at scale, for correctness: the verdict cache, its invalidation in this
-//! and other processes, the bounded argon2 queue and the per-client throttle.
+//! and other processes, the bounded argon2 queue and the per-client throttle —
+//! all about argon2-stored (imported) secrets — and the directory's answers for
+//! generated ones.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, TestApp, assert_code, spawn_app, spawn_app_with, spawn_replica, wait_until,
-    wrong_version_of,
+    wrong_import_of, wrong_version_of,
 };
 
 /// A generated secret of `org`, still PENDING: its id and plaintext.
@@ -22,7 +24,7 @@ async fn generate(app: &TestApp, org: &Org) -> (String, String) {
 async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
     let app = spawn_app(backend).await;
     let acme = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    let (_, secret) = app.import_and_activate(&acme.id).await;
     // Exact counts: no background invalidation of the writes above may land
     // between the verifications below.
     app.wait_until_changes_are_taken_in().await;
@@ -43,7 +45,7 @@ async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
     );
     assert_eq!(app.verifier.cache().len(), 1);
     // Failures are never cached: each wrong secret costs its hash again.
-    let wrong = wrong_version_of(&secret);
+    let wrong = wrong_import_of(&secret);
     for _ in 0..2 {
         assert!(!app.verify(&acme.client_id, &wrong).await.unwrap());
     }
@@ -53,7 +55,7 @@ async fn a_second_verify_is_a_cache_hit_with_no_argon2_work(backend: Backend) {
 async fn a_burst_of_identical_cold_verifications_costs_one_hash(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.argon2_m_kib = 4096).await;
     let acme = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    let (_, secret) = app.import_and_activate(&acme.id).await;
     // A background invalidation during the burst would let a second leader hash.
     app.wait_until_changes_are_taken_in().await;
     let hashes = app.verifier.hasher().computations();
@@ -128,7 +130,7 @@ async fn another_process_sees_an_activation_within_a_second(backend: Backend) {
 /// from a cold lookup.
 async fn secret_cached_on(b: &TestApp, a: &TestApp) -> (Org, ClientSecret, String) {
     let acme = a.create_org().await;
-    let (secret, plaintext) = a.generate_and_activate(&acme.id).await;
+    let (secret, plaintext) = a.import_and_activate(&acme.id).await;
     b.wait_until_changes_are_taken_in().await;
     assert!(b.verifies(&acme.client_id, &plaintext).await);
     let hashes = b.verifier.hasher().computations();
@@ -176,9 +178,9 @@ async fn another_orgs_rotation_leaves_a_cached_verdict_a_hit_on_every_replica(ba
     let first = spawn_app(backend).await;
     let replica = spawn_replica(&first).await;
     let acme = first.create_org().await;
-    let (_, acme_secret) = first.generate_and_activate(&acme.id).await;
+    let (_, acme_secret) = first.import_and_activate(&acme.id).await;
     let other = first.create_org().await;
-    let (_, other_secret) = first.generate_and_activate(&other.id).await;
+    let (_, other_secret) = first.import_and_activate(&other.id).await;
     for app in [&first, &replica] {
         app.wait_until_changes_are_taken_in().await;
         assert!(app.verifies(&acme.client_id, &acme_secret).await);
@@ -217,13 +219,13 @@ async fn cold_verifications_past_the_queue_are_told_to_retry(backend: Backend) {
     })
     .await;
     let acme = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    let (_, secret) = app.import_and_activate(&acme.id).await;
     let calls: Vec<_> = (0..16)
         .map(|_| {
             let mut client = app.secrets.clone();
             let request = VerifyClientSecretRequest {
                 client_id: acme.client_id.clone(),
-                client_secret: wrong_version_of(&secret),
+                client_secret: wrong_import_of(&secret),
             };
             tokio::spawn(async move { client.verify_client_secret(request).await })
         })
@@ -258,15 +260,15 @@ async fn cancelled_verifications_give_their_queue_places_back(backend: Backend) 
     })
     .await;
     let victim = app.create_org().await;
-    let (_, victim_secret) = app.generate_and_activate(&victim.id).await;
+    let (_, victim_secret) = app.import_and_activate(&victim.id).await;
     let bystander = app.create_org().await;
-    let (_, rightful) = app.generate_and_activate(&bystander.id).await;
+    let (_, rightful) = app.import_and_activate(&bystander.id).await;
     let calls: Vec<_> = (0..64)
         .map(|_| {
             let mut client = app.secrets.clone();
             let mut request = tonic::Request::new(VerifyClientSecretRequest {
                 client_id: victim.client_id.clone(),
-                client_secret: wrong_version_of(&victim_secret),
+                client_secret: wrong_import_of(&victim_secret),
             });
             request.set_timeout(Duration::from_millis(20));
             tokio::spawn(async move { client.verify_client_secret(request).await })
@@ -307,12 +309,12 @@ async fn the_rightful_secret_keeps_verifying_under_a_flood_of_wrong_ones(backend
     })
     .await;
     let victim = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&victim.id).await;
+    let (_, secret) = app.import_and_activate(&victim.id).await;
     assert!(app.verify(&victim.client_id, &secret).await.unwrap());
     let mut throttled = 0;
     for _ in 0..10 {
         match app
-            .verify(&victim.client_id, &wrong_version_of(&secret))
+            .verify(&victim.client_id, &wrong_import_of(&secret))
             .await
         {
             Ok(valid) => assert!(!valid),
@@ -344,17 +346,14 @@ async fn made_up_clients_share_one_bounded_budget(backend: Backend) {
     })
     .await;
     let real = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&real.id).await;
+    let (_, secret) = app.import_and_activate(&real.id).await;
     // Seen once: its bucket is paid from the newcomers' one (1 of 4).
     assert!(app.verify(&real.client_id, &secret).await.unwrap());
     let hashes = app.verifier.hasher().computations();
     let mut throttled = 0;
     for i in 0..20 {
         match app
-            .verify(
-                &format!("{:032x}", 0xc0ffee + i),
-                &wrong_version_of(&secret),
-            )
+            .verify(&format!("{:032x}", 0xc0ffee + i), &wrong_import_of(&secret))
             .await
         {
             Ok(valid) => assert!(!valid),
@@ -390,14 +389,14 @@ async fn the_throttle_answers_before_the_database_is_asked() {
     })
     .await;
     let org = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&org.id).await;
+    let (_, secret) = app.import_and_activate(&org.id).await;
     let lock = app.lock_table("client_secrets").await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let mut client = app.secrets.clone();
             let mut request = tonic::Request::new(VerifyClientSecretRequest {
                 client_id: org.client_id.clone(),
-                client_secret: wrong_version_of(&secret),
+                client_secret: wrong_import_of(&secret),
             });
             request.set_timeout(Duration::from_secs(2));
             tokio::spawn(async move {
@@ -432,7 +431,7 @@ async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backen
     .await;
     let noisy = app.create_org().await;
     let quiet = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&noisy.id).await;
+    let (_, secret) = app.import_and_activate(&noisy.id).await;
     // "Cached" below must stay cached: no background invalidation of the writes
     // above may drop the verdict and turn its next verify cold (and throttled).
     app.wait_until_changes_are_taken_in().await;
@@ -441,13 +440,13 @@ async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backen
         "cold, first token, now cached"
     );
     assert!(
-        !app.verify(&noisy.client_id, &wrong_version_of(&secret))
+        !app.verify(&noisy.client_id, &wrong_import_of(&secret))
             .await
             .unwrap(),
         "cold, second token"
     );
     let status = app
-        .verify(&noisy.client_id, &wrong_version_of(&secret))
+        .verify(&noisy.client_id, &wrong_import_of(&secret))
         .await
         .unwrap_err();
     assert_eq!(
@@ -459,13 +458,13 @@ async fn the_throttle_isolates_clients_and_spares_cached_secrets(backend: Backen
         app.verify(&noisy.client_id, &secret).await.unwrap(),
         "the cached right secret still verifies"
     );
-    let (_, quiet_secret) = app.generate_and_activate(&quiet.id).await;
+    let (_, quiet_secret) = app.import_and_activate(&quiet.id).await;
     assert!(
         app.verify(&quiet.client_id, &quiet_secret).await.unwrap(),
         "other clients are untouched"
     );
     assert!(
-        !app.verify(&quiet.client_id, &wrong_version_of(&quiet_secret))
+        !app.verify(&quiet.client_id, &wrong_import_of(&quiet_secret))
             .await
             .unwrap()
     );
@@ -479,17 +478,16 @@ async fn a_throttled_client_is_refused_then_served_again_as_its_bucket_refills(b
     })
     .await;
     let acme = app.create_org().await;
-    let (_, secret) = app.generate_and_activate(&acme.id).await;
+    let (_, secret) = app.import_and_activate(&acme.id).await;
     let emptied = Instant::now();
     assert!(
-        !app.verify(&acme.client_id, &wrong_version_of(&secret))
+        !app.verify(&acme.client_id, &wrong_import_of(&secret))
             .await
             .unwrap(),
         "the burst's one token: a cold verification and a false"
     );
     assert_code(
-        app.verify(&acme.client_id, &wrong_version_of(&secret))
-            .await,
+        app.verify(&acme.client_id, &wrong_import_of(&secret)).await,
         Code::ResourceExhausted,
     );
     // Refused calls take no token, so polling does not delay the refill.

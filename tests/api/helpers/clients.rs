@@ -144,6 +144,32 @@ impl Clients {
         (active, generated.plaintext)
     }
 
+    /// Imports a fresh random secret for `org_id` and activates it at once: its
+    /// metadata as ACTIVE, and its plaintext. Imported secrets are stored with
+    /// argon2id, so these are what the verdict cache, the throttle and the argon2
+    /// queue are about.
+    pub async fn import_and_activate(&self, org_id: &str) -> (ClientSecret, String) {
+        use base64::Engine as _;
+        let plaintext = base64::engine::general_purpose::STANDARD
+            .encode(credd::domain::ids::random_bytes::<32>());
+        let imported = self
+            .secrets
+            .clone()
+            .import_client_secret(credd::pb::ImportClientSecretRequest {
+                org_id: org_id.into(),
+                plaintext: plaintext.clone(),
+                description: "test".into(),
+            })
+            .await
+            .expect("import a client secret")
+            .into_inner();
+        let active = self
+            .activate(org_id, Secret::SecretId(imported.id), 0)
+            .await
+            .expect("activate the imported secret");
+        (active, plaintext)
+    }
+
     /// Revokes secret `secret_id` of `org_id`.
     pub async fn revoke(&self, org_id: &str, secret_id: &str) -> Result<ClientSecret, Status> {
         self.secrets
