@@ -234,6 +234,18 @@ pub async fn spawn_replica(first: &TestApp) -> TestApp {
     .await
 }
 
+/// [`spawn_replica`], letting the test adjust the replica's settings first.
+pub async fn spawn_replica_with(first: &TestApp, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_on(
+        first.backend.clone(),
+        TestDb::Shared,
+        first.database_url.clone(),
+        adjust,
+        Arc::new(SystemClock),
+    )
+    .await
+}
+
 /// [`spawn_app`] on a clock the test moves.
 pub async fn spawn_app_with_clock(backend: Backend, clock: Arc<ManualClock>) -> TestApp {
     spawn(backend, |_| {}, clock).await
@@ -352,6 +364,31 @@ impl TestApp {
         let result = db.execute_unprepared(sql).await.map(drop);
         db.close().await.ok();
         result
+    }
+
+    /// The first column of the first row `sql` answers, as text, read over a
+    /// connection of the test's own.
+    pub async fn query_text(&self, sql: &str) -> Option<String> {
+        use sea_orm::{ConnectionTrait as _, Statement};
+        let db = Database::connect(self.database_url.as_str())
+            .await
+            .expect("connect to the test database");
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await
+            .expect("query");
+        db.close().await.ok();
+        row.and_then(|row| row.try_get_by_index::<String>(0).ok())
+    }
+
+    /// The stored hash string of secret `secret_id`.
+    pub async fn stored_phc(&self, secret_id: &str) -> String {
+        self.query_text(&format!(
+            "SELECT phc FROM client_secrets WHERE id = '{secret_id}'"
+        ))
+        .await
+        .expect("the secret's row")
     }
 
     /// An org whose active (imported, so argon2-stored) secret is verified and

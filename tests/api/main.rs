@@ -11,6 +11,7 @@ mod audit;
 mod callers;
 mod cli;
 mod client_secrets;
+mod directory;
 mod grpcurl;
 mod operations;
 mod orgs;
