@@ -462,21 +462,33 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
-/// The span of one RPC: the method, and the caller's W3C trace context as parent,
-/// so that a gateway's trace shows credd's work inside it. The layer records the
-/// status code, caller and request id; use cases record the org.
+/// The span of one RPC. With traces exported: the OpenTelemetry span (name, kind,
+/// `rpc.*` attributes) with the caller's W3C trace context as parent, so that a
+/// gateway's trace shows credd's work inside it. Without: only the fields a log
+/// line inside the RPC shows (method, caller, org, request id), so that no
+/// attribute is formatted that nothing reads. The layer records the status code
+/// (when exported), caller and request id; use cases record the org.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     // Named only from the methods served: a made-up path is `unknown`.
     let path = crate::grpc::auth::method_label(request.uri().path()).trim_start_matches('/');
+    if !crate::telemetry::traces_exported() {
+        return tracing::info_span!(
+            "rpc",
+            method = path,
+            caller = tracing::field::Empty,
+            org_id = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        );
+    }
     let (service, method) = path.split_once('/').unwrap_or((path, path));
     let span = tracing::info_span!(
         "rpc",
-        otel.name = %path,
+        otel.name = path,
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
+        rpc.service = service,
+        rpc.method = method,
         rpc.grpc.status_code = tracing::field::Empty,
         caller = tracing::field::Empty,
         org_id = tracing::field::Empty,

@@ -1,11 +1,17 @@
 //! Prometheus metrics: one process-wide registry, rendered as text on
 //! `CREDD_METRICS_LISTEN` (off when unset).
 
-use std::sync::LazyLock;
+use std::sync::{
+    Arc, LazyLock, OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::{
+        MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge,
+        histogram::Histogram,
+    },
     registry::Registry,
 };
 
@@ -68,7 +74,7 @@ pub struct Metrics {
     /// RPCs by method and status code.
     pub rpc_requests: Family<RpcLabels, Counter>,
     /// RPC latency by method, seconds.
-    pub rpc_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    pub rpc_duration: Family<MethodLabels, AtomicHistogram, fn() -> AtomicHistogram>,
     /// Verifications by outcome.
     pub verify_outcomes: Family<OutcomeLabels, Counter>,
     /// Verify cache lookups by result.
@@ -110,8 +116,8 @@ impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("credd");
         let rpc_requests = Family::<RpcLabels, Counter>::default();
-        let rpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
+        let rpc_duration = Family::<MethodLabels, AtomicHistogram>::new_with_constructor(
+            (|| AtomicHistogram::new(latency_buckets())) as fn() -> AtomicHistogram,
         );
         let verify_outcomes = Family::<OutcomeLabels, Counter>::default();
         let verify_cache = Family::<CacheLabels, Counter>::default();
@@ -245,6 +251,138 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+/// A latency histogram whose observations are a few relaxed atomic additions:
+/// prometheus-client's own `Histogram` takes a write lock on every observation,
+/// which every RPC would contend for.
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram {
+    inner: Arc<HistogramInner>,
+}
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Upper bounds, the last one `f64::MAX` (+Inf).
+    bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative).
+    counts: Vec<AtomicU64>,
+    /// Sum of the observations, in nanoseconds.
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// A histogram with these upper bounds (seconds), plus +Inf.
+    pub fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let mut bounds: Vec<f64> = bounds.collect();
+        bounds.push(f64::MAX);
+        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        Self {
+            inner: Arc::new(HistogramInner {
+                bounds,
+                counts,
+                sum_nanos: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Records one observation of `seconds`.
+    pub fn observe(&self, seconds: f64) {
+        let inner = &self.inner;
+        let bucket = inner
+            .bounds
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(inner.bounds.len() - 1);
+        inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        inner
+            .sum_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let inner = &self.inner;
+        let buckets: Vec<(f64, u64)> = inner
+            .bounds
+            .iter()
+            .zip(&inner.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The names of the gRPC status codes, by their number.
+pub const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// One RPC method's series, resolved once: observing an answer costs no label
+/// allocation, no hashing and no lock. A code's counter is created on its first
+/// answer, so that /metrics lists only the codes a method gave.
+pub struct RpcSeries {
+    method: &'static str,
+    duration: AtomicHistogram,
+    requests: [OnceLock<Counter>; 17],
+}
+
+impl RpcSeries {
+    /// The series of `method` (one of the methods served, or `unknown`).
+    pub fn new(method: &'static str) -> Self {
+        Self {
+            method,
+            duration: METRICS
+                .rpc_duration
+                .get_or_create(&MethodLabels { method })
+                .clone(),
+            requests: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Records one answer with gRPC status `code` (its number) after `seconds`.
+    pub fn observe(&self, code: usize, seconds: f64) {
+        let code = code.min(CODE_NAMES.len() - 1);
+        self.requests[code]
+            .get_or_init(|| {
+                METRICS
+                    .rpc_requests
+                    .get_or_create(&RpcLabels {
+                        method: self.method,
+                        code: CODE_NAMES[code],
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration.observe(seconds);
     }
 }
 

@@ -9,6 +9,15 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, Settings};
 
+/// Whether spans are exported over OTLP (set once, by [`init`]).
+static TRACES_EXPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported over OTLP: the RPC span carries its OpenTelemetry
+/// attributes only then.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -36,6 +45,7 @@ pub fn init(settings: &Settings) -> Result<Telemetry, String> {
         Some(endpoint) => Some(tracer_provider(endpoint)?),
         None => None,
     };
+    TRACES_EXPORTED.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     let otel = provider
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("credd")));

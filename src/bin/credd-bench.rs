@@ -20,9 +20,10 @@ use std::{
 
 use clap::{Parser, ValueEnum};
 use credd::pb::{
-    ActivateClientSecretRequest, CreateOrgRequest, GenerateClientSecretRequest, ListOrgsRequest,
-    VerifyClientSecretRequest, activate_client_secret_request::Secret,
-    client_secrets_client::ClientSecretsClient, orgs_client::OrgsClient,
+    ActivateClientSecretRequest, CreateOrgRequest, GenerateClientSecretRequest,
+    ImportClientSecretRequest, ListOrgsRequest, VerifyClientSecretRequest,
+    activate_client_secret_request::Secret, client_secrets_client::ClientSecretsClient,
+    orgs_client::OrgsClient,
 };
 use secrecy::ExposeSecret as _;
 use tonic::{
@@ -39,9 +40,12 @@ enum Rpc {
     Health,
     /// VerifyClientSecret with the right secret: cache hits after the first.
     VerifyCached,
-    /// VerifyClientSecret with a distinct well-formed wrong secret every time: one
-    /// argon2 verification each, never cached.
+    /// VerifyClientSecret with a distinct well-formed wrong generated secret every
+    /// time: a digest compared in memory, never cached.
     VerifyCold,
+    /// VerifyClientSecret with a distinct well-formed wrong imported secret every
+    /// time: one argon2 verification each, never cached.
+    VerifyImported,
     /// GenerateClientSecret.
     Generate,
     /// ListOrgs (50 per page).
@@ -49,6 +53,10 @@ enum Rpc {
     /// Rotation: activate a new secret on --addr and time until --addr-b refuses
     /// the previous one (--rounds times).
     Rotation,
+    /// Set up one org with a custom domain, a web app, an active generated and an
+    /// active imported secret (on another org), and write h2load request bodies
+    /// (gRPC frames) for each login-path call to --out, then exit.
+    Frames,
 }
 
 #[derive(Debug, Parser)]
@@ -84,6 +92,9 @@ struct Args {
     /// Rotations to time, for --rpc rotation.
     #[arg(long, default_value_t = 50)]
     rounds: usize,
+    /// Directory to write the request bodies to, for --rpc frames.
+    #[arg(long, default_value = "bench-frames")]
+    out: std::path::PathBuf,
 }
 
 #[derive(Clone)]
@@ -132,10 +143,14 @@ async fn main() -> Result<(), BoxError> {
     if args.rpc == Rpc::Rotation {
         return rotation(&args, authed(0), bearer.clone()).await;
     }
+    if args.rpc == Rpc::Frames {
+        return frames(&args.out, authed(0)).await;
+    }
     let clients = match args.rpc {
         Rpc::VerifyCold => set_up(authed(0), args.orgs.max(1)).await?,
+        Rpc::VerifyImported => set_up_imported(authed(0), args.orgs.max(1)).await?,
         Rpc::VerifyCached | Rpc::Generate => set_up(authed(0), 1).await?,
-        Rpc::Health | Rpc::List | Rpc::Rotation => Vec::new(),
+        Rpc::Health | Rpc::List | Rpc::Rotation | Rpc::Frames => Vec::new(),
     };
     let clients = Arc::new(clients);
 
@@ -207,6 +222,26 @@ async fn main() -> Result<(), BoxError> {
                                 }
                             })
                     }
+                    Rpc::VerifyImported => {
+                        let c = &clients[n % clients.len()];
+                        // Another random secret with the right one's hint: checked
+                        // against its argon2 hash.
+                        let wrong =
+                            format!("{}{}", base64_random(30), &c.secret[c.secret.len() - 4..]);
+                        secrets
+                            .verify_client_secret(VerifyClientSecretRequest {
+                                client_id: c.client_id.clone(),
+                                client_secret: wrong,
+                            })
+                            .await
+                            .and_then(|r| {
+                                if r.into_inner().valid {
+                                    Err(tonic::Status::internal("wrong secret accepted"))
+                                } else {
+                                    Ok(())
+                                }
+                            })
+                    }
                     Rpc::Generate => secrets
                         .generate_client_secret(GenerateClientSecretRequest {
                             org_id: clients[0].org_id.clone(),
@@ -221,7 +256,7 @@ async fn main() -> Result<(), BoxError> {
                         })
                         .await
                         .map(drop),
-                    Rpc::Rotation => Ok(()),
+                    Rpc::Rotation | Rpc::Frames => Ok(()),
                 };
                 match result {
                     Ok(()) => latencies.push(t.elapsed().as_micros() as u32),
@@ -329,6 +364,156 @@ async fn set_up(channel: Authed, n: usize) -> Result<Vec<Client>, BoxError> {
         });
     }
     Ok(clients)
+}
+
+/// Creates `n` orgs, each with an active imported secret.
+async fn set_up_imported(channel: Authed, n: usize) -> Result<Vec<Client>, BoxError> {
+    let mut orgs = OrgsClient::new(channel.clone());
+    let mut secrets = ClientSecretsClient::new(channel);
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let org = orgs
+            .create_org(CreateOrgRequest {
+                name: format!("bench imported {i}"),
+                main_website: "https://bench.example".into(),
+                custom_domain: String::new(),
+            })
+            .await?
+            .into_inner();
+        let (secret_id, secret) = new_active_import(&mut secrets, &org.id).await?;
+        clients.push(Client {
+            client_id: org.client_id,
+            secret,
+            secret_id,
+            org_id: org.id,
+        });
+    }
+    Ok(clients)
+}
+
+/// `bytes` random bytes in base64 (an importable secret for 24 or more).
+fn base64_random(bytes: usize) -> String {
+    use base64::Engine as _;
+    let mut random = vec![0u8; bytes];
+    for chunk in random.chunks_mut(32) {
+        let fresh = credd::domain::ids::random_bytes::<32>();
+        chunk.copy_from_slice(&fresh[..chunk.len()]);
+    }
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(random)
+}
+
+async fn new_active_import(
+    secrets: &mut ClientSecretsClient<Authed>,
+    org_id: &str,
+) -> Result<(String, String), BoxError> {
+    let plaintext = base64_random(32);
+    let imported = secrets
+        .import_client_secret(ImportClientSecretRequest {
+            org_id: org_id.into(),
+            plaintext: plaintext.clone(),
+            description: String::new(),
+        })
+        .await?
+        .into_inner();
+    secrets
+        .activate_client_secret(ActivateClientSecretRequest {
+            org_id: org_id.into(),
+            secret: Some(Secret::SecretId(imported.id.clone())),
+            grace_period: None,
+        })
+        .await?;
+    Ok((imported.id, plaintext))
+}
+
+/// Writes `message` as one gRPC frame (uncompressed flag, length, bytes) to
+/// `dir/name`, for h2load's `-d`.
+fn write_frame(
+    dir: &std::path::Path,
+    name: &str,
+    message: &impl prost::Message,
+) -> std::io::Result<()> {
+    let body = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.push(0);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    std::fs::write(dir.join(name), frame)
+}
+
+/// The login-path fixtures and their request bodies (see [`Rpc::Frames`]).
+async fn frames(out: &std::path::Path, channel: Authed) -> Result<(), BoxError> {
+    use credd::pb::{
+        CheckRedirectUriRequest, CreateAppRegistrationRequest, GetOrgRequest, Platform,
+        app_registrations_client::AppRegistrationsClient, get_org_request::Lookup,
+    };
+    std::fs::create_dir_all(out)?;
+    let mut orgs = OrgsClient::new(channel.clone());
+    let mut secrets = ClientSecretsClient::new(channel.clone());
+    let mut apps = AppRegistrationsClient::new(channel.clone());
+    let domain = format!(
+        "login-{}.bench.example",
+        &base64_random(6).to_lowercase().replace(['+', '/'], "x")
+    );
+    let org = orgs
+        .create_org(CreateOrgRequest {
+            name: "bench login".into(),
+            main_website: "https://bench.example".into(),
+            custom_domain: domain.clone(),
+        })
+        .await?
+        .into_inner();
+    let callback = "https://www.bench.example/oauth/callback";
+    apps.create_app_registration(CreateAppRegistrationRequest {
+        org_id: org.id.clone(),
+        name: "bench web".into(),
+        platform: Platform::Web.into(),
+        callback_url: callback.into(),
+        ..Default::default()
+    })
+    .await?;
+    let (_, generated) = new_active_secret(&mut secrets, &org.id).await?;
+    let imported_org = set_up_imported(channel, 1).await?.remove(0);
+    write_frame(out, "health.bin", &HealthCheckRequest::default())?;
+    write_frame(
+        out,
+        "verify_generated.bin",
+        &VerifyClientSecretRequest {
+            client_id: org.client_id.clone(),
+            client_secret: generated,
+        },
+    )?;
+    write_frame(
+        out,
+        "verify_imported.bin",
+        &VerifyClientSecretRequest {
+            client_id: imported_org.client_id,
+            client_secret: imported_org.secret,
+        },
+    )?;
+    write_frame(
+        out,
+        "get_org_by_domain.bin",
+        &GetOrgRequest {
+            lookup: Some(Lookup::CustomDomain(domain)),
+        },
+    )?;
+    write_frame(
+        out,
+        "get_org_by_client_id.bin",
+        &GetOrgRequest {
+            lookup: Some(Lookup::ClientId(org.client_id.clone())),
+        },
+    )?;
+    write_frame(
+        out,
+        "check_redirect.bin",
+        &CheckRedirectUriRequest {
+            client_id: org.client_id,
+            redirect_uri: callback.into(),
+        },
+    )?;
+    println!("request bodies written to {}", out.display());
+    Ok(())
 }
 
 async fn new_active_secret(

@@ -125,9 +125,37 @@ impl ClientId {
 
 text_id!(ClientId);
 
-/// A new request id, for requests that bring none (a UUIDv7, so that ids sort by time).
+/// A new request id, for requests that bring none: a UUIDv7, so that ids sort by
+/// time. Its 80 "random" bits are a per-thread random seed plus a per-thread
+/// counter: unique without asking the OS for randomness on every request (a
+/// request id needs uniqueness, not secrecy).
 pub fn new_request_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<(u16, u64)> = Cell::new({
+            let seed: [u8; 10] = random_bytes();
+            let (high, low) = seed.split_at(2);
+            (
+                u16::from_be_bytes([high[0], high[1]]),
+                u64::from_be_bytes(low.try_into().unwrap_or_default()),
+            )
+        });
+    }
+    let (high, low) = NEXT.with(|next| {
+        let (high, low) = next.get();
+        next.set((high, low.wrapping_add(1)));
+        (high, low)
+    });
+    let mut random = [0u8; 10];
+    random[..2].copy_from_slice(&high.to_be_bytes());
+    random[2..].copy_from_slice(&low.to_be_bytes());
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// Whether `value` has the shape of an id credd generates (a hyphenated, lower-case UUID).
@@ -188,6 +216,18 @@ mod tests {
             "org_id"
         );
         assert!(OrgId::parse("org_id", &first.as_str().to_uppercase()).is_err());
+    }
+
+    #[test]
+    fn request_ids_are_distinct_version_7_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids.iter().take(3) {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+        }
+        let other_thread = std::thread::spawn(new_request_id).join().unwrap();
+        assert!(!ids.contains(&other_thread));
     }
 
     #[test]

@@ -115,15 +115,25 @@ pub struct ClientSecret {
     pub last_used_time: Option<DateTime<Utc>>,
 }
 
+/// The state as of `now` of a secret stored as `state` with `expire_time`: a
+/// RETIRING secret whose grace has ended is SUPERSEDED.
+pub fn state_at(
+    state: ClientSecretState,
+    expire_time: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ClientSecretState {
+    match (state, expire_time) {
+        (ClientSecretState::Retiring, Some(expiry)) if expiry <= now => {
+            ClientSecretState::Superseded
+        }
+        (state, _) => state,
+    }
+}
+
 impl ClientSecret {
     /// The state as of `now`: a RETIRING secret whose grace has ended is SUPERSEDED.
     pub fn state_at(&self, now: DateTime<Utc>) -> ClientSecretState {
-        match (self.state, self.expire_time) {
-            (ClientSecretState::Retiring, Some(expiry)) if expiry <= now => {
-                ClientSecretState::Superseded
-            }
-            (state, _) => state,
-        }
+        state_at(self.state, self.expire_time, now)
     }
 
     /// Whether the secret verifies at `now`: ACTIVE, or RETIRING before its expiry.

@@ -4,7 +4,7 @@
 //! RPC's status code and latency in its span and in the metrics.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::{Arc, LazyLock},
@@ -20,7 +20,7 @@ use crate::{
         caller::{Actor, Caller, Scope},
         ids,
     },
-    metrics::{METRICS, MethodLabels, RpcLabels},
+    metrics::RpcSeries,
     service::callers::Authenticator,
 };
 
@@ -81,7 +81,7 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let method = method_label(request.uri().path());
+        let series = rpc_series(request.uri().path());
         let request_id = request_id(request.headers());
         let mut caller_name = None;
         let answer: BoxFuture<Result<S::Response, S::Error>> =
@@ -140,20 +140,11 @@ where
             }
             // Errors travel in the headers (trailers-only); a success's status is in
             // the trailers, so no status header means OK.
-            let code = tonic::Status::from_header_map(response.headers())
-                .map_or(tonic::Code::Ok, |status| status.code());
-            span.record("rpc.grpc.status_code", code as i32);
-            METRICS
-                .rpc_requests
-                .get_or_create(&RpcLabels {
-                    method,
-                    code: code_name(code),
-                })
-                .inc();
-            METRICS
-                .rpc_duration
-                .get_or_create(&MethodLabels { method })
-                .observe(started.elapsed().as_secs_f64());
+            let code = grpc_status(response.headers());
+            if crate::telemetry::traces_exported() {
+                span.record("rpc.grpc.status_code", code as i64);
+            }
+            series.observe(code, started.elapsed().as_secs_f64());
             Ok(response)
         })
     }
@@ -189,8 +180,9 @@ fn admit<B>(mut request: http::Request<B>, caller: Caller, request_id: &str) -> 
 }
 
 /// Every RPC this server serves, as `/package.Service/Method`, read once from the
-/// descriptors it was built with (credd's, health's and reflection's).
-static KNOWN_METHODS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+/// descriptors it was built with (credd's, health's and reflection's), each with
+/// its place in [`SERIES`].
+static KNOWN_METHODS: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
     use prost::Message as _;
     [
         crate::pb::FILE_DESCRIPTOR_SET,
@@ -212,41 +204,53 @@ static KNOWN_METHODS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         })
     })
     .map(|path| &*Box::leak(path.into_boxed_str()))
+    .collect::<std::collections::BTreeSet<&'static str>>()
+    .into_iter()
+    .enumerate()
+    .map(|(i, path)| (path, i))
     .collect()
+});
+
+/// The metric series of every known method, by its place, and last `unknown`'s.
+static SERIES: LazyLock<Vec<RpcSeries>> = LazyLock::new(|| {
+    let mut methods: Vec<(&'static str, usize)> =
+        KNOWN_METHODS.iter().map(|(path, i)| (*path, *i)).collect();
+    methods.sort_by_key(|(_, i)| *i);
+    methods
+        .into_iter()
+        .map(|(path, _)| path)
+        .chain([UNKNOWN_METHOD])
+        .map(RpcSeries::new)
+        .collect()
 });
 
 /// What metrics and spans call the RPC at `path`: the path itself when it is one
 /// of the server's methods, else `unknown` — so a caller who sends endless
 /// distinct paths cannot grow the label sets, the /metrics page or memory.
 pub fn method_label(path: &str) -> &'static str {
-    KNOWN_METHODS.get(path).copied().unwrap_or(UNKNOWN_METHOD)
+    KNOWN_METHODS
+        .get_key_value(path)
+        .map_or(UNKNOWN_METHOD, |(path, _)| *path)
+}
+
+/// The metric series of the RPC at `path` (`unknown`'s for a path not served).
+fn rpc_series(path: &str) -> &'static RpcSeries {
+    let index = KNOWN_METHODS.get(path).copied().unwrap_or(SERIES.len() - 1);
+    &SERIES[index]
 }
 
 /// The label of every path the server does not serve.
 pub const UNKNOWN_METHOD: &str = "unknown";
 
-/// The canonical upper-case name of a gRPC status code.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
+/// The gRPC status code of a response, by number: errors travel in the headers
+/// (trailers-only); a success's status is in the trailers, so no status header
+/// means OK. Read without building a `Status` (no allocation).
+fn grpc_status(headers: &http::HeaderMap) -> usize {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok())
+        .unwrap_or(0)
 }
 
 /// The one scope each credd RPC needs; `None` for a path no one assigned.

@@ -237,9 +237,9 @@ impl AppService {
             return Ok(RedirectCheck::default());
         };
         let found = entry
-            .apps
+            .redirects
             .iter()
-            .find(|app| app::redirect_matches(app.redirect_uri(), redirect_uri));
+            .find(|app| app::redirect_matches(&app.redirect_uri, redirect_uri));
         if found.is_none() {
             // It may be registered meanwhile while the change feed is unreadable.
             self.directory.absence_is_an_answer()?;
@@ -247,8 +247,8 @@ impl AppService {
         }
         Ok(
             found.map_or_else(RedirectCheck::default, |app| RedirectCheck {
-                pkce_required: app.require_pkce(),
-                app_id: Some(app.id.clone()),
+                pkce_required: app.require_pkce,
+                app_id: Some(app.app_id.clone()),
             }),
         )
     }

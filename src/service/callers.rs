@@ -50,6 +50,9 @@ struct Entry {
     id: CallerTokenId,
     caller: Caller,
     expire_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Used since `last_used_time` was last written; kept across reloads, so that
+    /// marking a use is one relaxed atomic and no lock.
+    used: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Checks caller tokens against the bootstrap token and the live stored tokens.
@@ -58,7 +61,6 @@ pub struct Authenticator {
     bootstrap_expire: Option<chrono::DateTime<chrono::Utc>>,
     bootstrap_expiry_logged: std::sync::atomic::AtomicBool,
     tokens: RwLock<Arc<HashMap<[u8; 32], Entry>>>,
-    used: Mutex<HashSet<CallerTokenId>>,
     warned_unknown_scopes: Mutex<HashSet<CallerTokenId>>,
     /// Where to reload from when a well-formed token is unknown (a token just made
     /// by `credd token create` beside this server), and when that last happened.
@@ -90,7 +92,6 @@ impl Authenticator {
             bootstrap_expire,
             bootstrap_expiry_logged: std::sync::atomic::AtomicBool::new(false),
             tokens: RwLock::default(),
-            used: Mutex::default(),
             warned_unknown_scopes: Mutex::default(),
             store: None,
             last_on_demand: Mutex::default(),
@@ -195,11 +196,7 @@ impl Authenticator {
         if !caller::is_well_formed_token(token) {
             return Err(Error::Unauthenticated);
         }
-        let tokens = self
-            .tokens
-            .read()
-            .map(|t| t.clone())
-            .map_err(|_| Error::Unauthenticated)?;
+        let tokens = self.tokens.read().map_err(|_| Error::Unauthenticated)?;
         let entry = tokens.get(&presented).ok_or(Error::Unauthenticated)?;
         if entry
             .expire_time
@@ -207,10 +204,9 @@ impl Authenticator {
         {
             return Err(Error::Unauthenticated);
         }
-        if let Ok(mut used) = self.used.lock()
-            && !used.contains(&entry.id)
-        {
-            used.insert(entry.id.clone());
+        // A load before the store: a busy token's flag stays in every core's cache.
+        if !entry.used.load(std::sync::atomic::Ordering::Relaxed) {
+            entry.used.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(entry.caller.clone())
     }
@@ -218,6 +214,7 @@ impl Authenticator {
     /// Reloads the live tokens from the store.
     pub async fn reload(&self, store: &Store) -> Result<(), Error> {
         let live = store.live_tokens().await?;
+        let previous = self.tokens.read().map(|t| t.clone()).unwrap_or_default();
         let map = live
             .into_iter()
             .filter_map(
@@ -233,12 +230,16 @@ impl Authenticator {
                         self.warn_unknown_scopes(&id, &name, &unknown_scopes);
                     }
                     let digest = decode_hex(&digest)?;
+                    let used = previous
+                        .get(&digest)
+                        .map_or_else(Arc::default, |entry| entry.used.clone());
                     Some((
                         digest,
                         Entry {
                             id,
                             caller: Caller { name, scopes },
                             expire_time,
+                            used,
                         },
                     ))
                 },
@@ -268,10 +269,17 @@ impl Authenticator {
 
     /// Writes `last_used_time` for the tokens used since the last flush.
     pub async fn flush_last_used(&self, store: &Store) -> Result<(), Error> {
-        let used: Vec<CallerTokenId> = match self.used.lock() {
-            Ok(mut used) => used.drain().collect(),
+        let used: Vec<CallerTokenId> = match self.tokens.read() {
+            Ok(tokens) => tokens
+                .values()
+                .filter(|entry| entry.used.swap(false, std::sync::atomic::Ordering::Relaxed))
+                .map(|entry| entry.id.clone())
+                .collect(),
             Err(_) => return Ok(()),
         };
+        if used.is_empty() {
+            return Ok(());
+        }
         store.touch_tokens(&used, self.clock.now()).await
     }
 }

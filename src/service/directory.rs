@@ -30,11 +30,14 @@ use crate::{
     Error,
     domain::{
         app::AppRegistration,
-        ids::{ClientId, OrgId, SecretId},
+        ids::{AppRegistrationId, ClientId, OrgId, SecretId},
         org::Org,
-        secret::{ClientSecret, StoredHash},
+        secret::{self, ClientSecret, ClientSecretState, StoredHash},
     },
-    store::{Store, directory::OrgRows},
+    store::{
+        Store,
+        directory::{DirectoryRow, OrgRows},
+    },
 };
 
 /// How long the read of one org may take before it counts as failed.
@@ -45,19 +48,39 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A secret that can verify (ACTIVE, or RETIRING until its grace ends), with its
-/// stored hash.
+/// stored hash: what the verify path needs of it, and nothing else.
 pub struct VerifiableSecret {
-    /// Its metadata (state, expiry).
-    pub secret: ClientSecret,
-    /// How it is stored.
+    /// The secret's id (the locator of a generated secret).
+    pub id: SecretId,
+    /// The stored state: ACTIVE or RETIRING.
+    pub state: ClientSecretState,
+    /// When it stops verifying (a RETIRING secret's grace end).
+    pub expire_time: Option<DateTime<Utc>>,
+    /// Imported rather than generated.
+    pub imported: bool,
+    /// The last characters, which select an imported secret's candidates.
+    pub hint: String,
+    /// How it is stored (`to_phc` gives the stored string back, for the
+    /// compare-and-swap when it is replaced).
     pub hash: StoredHash,
-    /// The stored hash string, for a compare-and-swap when it is replaced.
-    pub phc: String,
     /// When this process last wrote its `last_used_time`, seconds since the epoch.
     last_used_written: AtomicI64,
 }
 
 impl VerifiableSecret {
+    /// The state as of `now` (a RETIRING secret past its grace is SUPERSEDED).
+    pub fn state_at(&self, now: DateTime<Utc>) -> ClientSecretState {
+        secret::state_at(self.state, self.expire_time, now)
+    }
+
+    /// Whether it verifies at `now`.
+    pub fn verifies_at(&self, now: DateTime<Utc>) -> bool {
+        matches!(
+            self.state_at(now),
+            ClientSecretState::Active | ClientSecretState::Retiring
+        )
+    }
+
     /// Whether `last_used_time` is due to be written at `now` (at most once per
     /// `every`); marks it written when it is.
     pub fn last_used_due(&self, now: DateTime<Utc>, every: chrono::Duration) -> bool {
@@ -71,12 +94,24 @@ impl VerifiableSecret {
     }
 }
 
+/// A registered redirect URI (an App Link or a web callback): what the redirect
+/// check needs of an app registration.
+#[derive(Debug, Clone)]
+pub struct RegisteredRedirect {
+    /// The app registration.
+    pub app_id: AppRegistrationId,
+    /// Its App Link or callback URL, as registered.
+    pub redirect_uri: String,
+    /// Whether the login must use PKCE.
+    pub require_pkce: bool,
+}
+
 /// One live org as the directory holds it.
 pub struct OrgEntry {
     /// The org.
     pub org: Org,
-    /// Its app registrations, oldest first.
-    pub apps: Vec<AppRegistration>,
+    /// Its apps' redirect URIs, oldest app first.
+    pub redirects: Vec<RegisteredRedirect>,
     /// Its secrets that can verify.
     pub secrets: Vec<VerifiableSecret>,
 }
@@ -85,40 +120,65 @@ impl std::fmt::Debug for OrgEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrgEntry")
             .field("org", &self.org.id)
-            .field("apps", &self.apps.len())
+            .field("redirects", &self.redirects.len())
             .field("secrets", &self.secrets.len())
             .finish()
     }
 }
 
+impl VerifiableSecret {
+    /// `secret` as the directory holds it; `None` for a stored hash in a format
+    /// this build does not know (logged: that secret cannot verify here).
+    fn of(secret: ClientSecret, phc: &str) -> Option<Self> {
+        let Some(hash) = StoredHash::parse(phc) else {
+            tracing::warn!(secret_id = %secret.id, "stored hash in a format this build does not know: the secret cannot verify here");
+            return None;
+        };
+        Some(Self {
+            id: secret.id,
+            state: secret.state,
+            expire_time: secret.expire_time,
+            imported: secret.imported,
+            hint: secret.hint,
+            hash,
+            last_used_written: AtomicI64::new(0),
+        })
+    }
+}
+
+impl RegisteredRedirect {
+    fn of(app: AppRegistration) -> Self {
+        Self {
+            require_pkce: app.require_pkce(),
+            redirect_uri: app.redirect_uri().to_owned(),
+            app_id: app.id,
+        }
+    }
+}
+
 impl OrgEntry {
+    fn new(org: Org) -> Self {
+        Self {
+            org,
+            redirects: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
     fn from_rows(rows: OrgRows) -> Self {
-        let secrets = rows
+        let mut entry = Self::new(rows.org);
+        entry.redirects = rows.apps.into_iter().map(RegisteredRedirect::of).collect();
+        entry.secrets = rows
             .secrets
             .into_iter()
-            .filter_map(|(secret, phc)| match StoredHash::parse(&phc) {
-                Some(hash) => Some(VerifiableSecret {
-                    secret,
-                    hash,
-                    phc,
-                    last_used_written: AtomicI64::new(0),
-                }),
-                None => {
-                    tracing::warn!(secret_id = %secret.id, "stored hash in a format this build does not know: the secret cannot verify here");
-                    None
-                }
-            })
+            .filter_map(|(secret, phc)| VerifiableSecret::of(secret, &phc))
             .collect();
-        Self {
-            org: rows.org,
-            apps: rows.apps,
-            secrets,
-        }
+        entry
     }
 
     /// The verifiable secret `secret_id`.
     pub fn secret(&self, secret_id: &SecretId) -> Option<&VerifiableSecret> {
-        self.secrets.iter().find(|s| &s.secret.id == secret_id)
+        self.secrets.iter().find(|s| &s.id == secret_id)
     }
 
     /// The verifiable imported secrets whose hint is `hint` (at most two: the
@@ -129,40 +189,60 @@ impl OrgEntry {
     ) -> impl Iterator<Item = &'a VerifiableSecret> + 'a {
         self.secrets
             .iter()
-            .filter(move |s| s.secret.imported && s.secret.hint == hint)
+            .filter(move |s| s.imported && s.hint == hint)
     }
 }
 
 #[derive(Default)]
 struct State {
-    orgs: HashMap<OrgId, Arc<OrgEntry>>,
-    by_client: HashMap<ClientId, Arc<OrgEntry>>,
+    orgs: HashMap<u128, Arc<OrgEntry>>,
+    by_client: HashMap<u128, Arc<OrgEntry>>,
     by_domain: HashMap<String, Arc<OrgEntry>>,
+}
+
+/// The key of an org id (a UUID); `None` for text credd never makes.
+fn org_key(org_id: &OrgId) -> Option<u128> {
+    uuid::Uuid::try_parse(org_id.as_str())
+        .ok()
+        .map(|uuid| uuid.as_u128())
+}
+
+/// The key of a client ID (32 hex characters); `None` for text credd never makes.
+fn client_key(client_id: &ClientId) -> Option<u128> {
+    let hex = client_id.as_str();
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 impl State {
     fn insert(&mut self, entry: OrgEntry) {
+        let (Some(key), Some(client)) = (org_key(&entry.org.id), client_key(&entry.org.client_id))
+        else {
+            tracing::warn!(org_id = %entry.org.id, "an org whose id or client ID credd did not make: not served from memory");
+            return;
+        };
         let entry = Arc::new(entry);
-        self.by_client
-            .insert(entry.org.client_id.clone(), entry.clone());
+        self.by_client.insert(client, entry.clone());
         if let Some(domain) = &entry.org.custom_domain {
             self.by_domain.insert(domain.clone(), entry.clone());
         }
-        self.orgs.insert(entry.org.id.clone(), entry);
+        self.orgs.insert(key, entry);
     }
 
     /// Removes `org_id` and the index entries that still point at it (a custom
     /// domain another org claimed meanwhile stays with that org).
     fn remove(&mut self, org_id: &OrgId) {
-        let Some(old) = self.orgs.remove(org_id) else {
+        let Some(old) = org_key(org_id).and_then(|key| self.orgs.remove(&key)) else {
             return;
         };
-        if self
-            .by_client
-            .get(&old.org.client_id)
-            .is_some_and(|e| &e.org.id == org_id)
+        if let Some(client) = client_key(&old.org.client_id)
+            && self
+                .by_client
+                .get(&client)
+                .is_some_and(|e| &e.org.id == org_id)
         {
-            self.by_client.remove(&old.org.client_id);
+            self.by_client.remove(&client);
         }
         if let Some(domain) = &old.org.custom_domain
             && self
@@ -236,12 +316,34 @@ impl Directory {
     pub async fn reload_all(&self) -> Result<(), Error> {
         let _one = self.reloading.lock().await;
         let started = Instant::now();
-        let rows = bounded(LOAD_TIMEOUT, self.store.directory()).await?;
+        let mut building: HashMap<OrgId, OrgEntry> = HashMap::new();
+        bounded(
+            LOAD_TIMEOUT,
+            self.store.directory(|row| match row {
+                DirectoryRow::Org(org) => {
+                    building.insert(org.id.clone(), OrgEntry::new(org));
+                }
+                DirectoryRow::App(app) => {
+                    if let Some(entry) = building.get_mut(&app.org_id) {
+                        entry.redirects.push(RegisteredRedirect::of(app));
+                    }
+                }
+                DirectoryRow::Secret(secret, phc) => {
+                    if let Some(entry) = building.get_mut(&secret.org_id) {
+                        entry.secrets.extend(VerifiableSecret::of(secret, &phc));
+                    }
+                }
+            }),
+        )
+        .await?;
         let mut state = State::default();
-        state.orgs.reserve(rows.len());
-        state.by_client.reserve(rows.len());
-        for rows in rows {
-            state.insert(OrgEntry::from_rows(rows));
+        state.orgs.reserve(building.len());
+        state.by_client.reserve(building.len());
+        for (_, mut entry) in building {
+            entry.redirects.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+            entry.redirects.shrink_to_fit();
+            entry.secrets.shrink_to_fit();
+            state.insert(entry);
         }
         let orgs = state.orgs.len();
         match self.state.write() {
@@ -410,7 +512,8 @@ impl Directory {
 
     /// The live org with this client ID.
     pub fn by_client_id(&self, client_id: &ClientId) -> Result<Option<Arc<OrgEntry>>, Error> {
-        self.find(|state| state.by_client.get(client_id).cloned())
+        let key = client_key(client_id);
+        self.find(|state| key.and_then(|key| state.by_client.get(&key).cloned()))
     }
 
     /// The live org with this canonical custom domain.
@@ -420,7 +523,8 @@ impl Directory {
 
     /// The live org with this id.
     pub fn by_id(&self, org_id: &OrgId) -> Result<Option<Arc<OrgEntry>>, Error> {
-        self.find(|state| state.orgs.get(org_id).cloned())
+        let key = org_key(org_id);
+        self.find(|state| key.and_then(|key| state.orgs.get(&key).cloned()))
     }
 
     /// How many live orgs are held.

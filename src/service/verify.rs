@@ -298,12 +298,12 @@ impl VerifyService {
             return judged;
         };
         let matches = found.hash.digest_matches(presented);
-        judged.verdict = if !found.secret.verifies_at(now) {
-            Verdict::Invalid(Refusal::NotVerifiable(found.secret.state_at(now)))
-        } else if matches {
+        judged.verdict = if !found.verifies_at(now) {
+            Verdict::Invalid(Refusal::NotVerifiable(found.state_at(now)))
+        } else if matches && let Some(entry) = entry {
             Verdict::Valid {
-                org_id: found.secret.org_id.clone(),
-                secret_id: found.secret.id.clone(),
+                org_id: entry.org.id.clone(),
+                secret_id: found.id.clone(),
             }
         } else {
             Verdict::Invalid(Refusal::Mismatch)
@@ -411,7 +411,7 @@ impl VerifyService {
         if let (Verdict::Valid { secret_id, .. }, Some(entry)) = (&judged.verdict, &entry)
             && let Some(found) = entry.secret(secret_id)
         {
-            self.rehash_if_due(found, client_secret);
+            self.rehash_if_due(&entry.org.id, found, client_secret);
         }
         self.conclude(client_id, judged, entry.as_deref())
     }
@@ -452,9 +452,8 @@ impl VerifyService {
         judged.org_id = entry.map(|e| e.org.id.clone());
         let mut hashed = false;
         for candidate in candidates {
-            if !candidate.secret.verifies_at(now) {
-                judged.verdict =
-                    Verdict::Invalid(Refusal::NotVerifiable(candidate.secret.state_at(now)));
+            if !candidate.verifies_at(now) {
+                judged.verdict = Verdict::Invalid(Refusal::NotVerifiable(candidate.state_at(now)));
                 continue;
             }
             let StoredHash::Argon2(phc) = &candidate.hash else {
@@ -466,12 +465,13 @@ impl VerifyService {
                 .verify(client_secret.clone(), Some(phc.clone()))
                 .await?
             {
-                judged.expiry = (candidate.secret.state == ClientSecretState::Retiring)
-                    .then_some(candidate.secret.expire_time)
+                judged.expiry = (candidate.state == ClientSecretState::Retiring)
+                    .then_some(candidate.expire_time)
                     .flatten();
                 judged.verdict = Verdict::Valid {
-                    org_id: candidate.secret.org_id.clone(),
-                    secret_id: candidate.secret.id.clone(),
+                    org_id: entry
+                        .map_or_else(|| OrgId::from_stored(String::new()), |e| e.org.id.clone()),
+                    secret_id: candidate.id.clone(),
                 };
                 return Ok(judged);
             }
@@ -494,12 +494,13 @@ impl VerifyService {
     /// a fresh argon2id hash for an imported one whose parameters differ from the
     /// configured ones. A compare-and-swap on the old hash, so replicas racing to
     /// do it do it once; the change feed then brings the new hash everywhere.
-    fn rehash_if_due(&self, found: &VerifiableSecret, client_secret: SecretString) {
-        let generated = !found.secret.imported;
-        if !generated && !self.hasher.needs_rehash(&found.phc) {
+    fn rehash_if_due(&self, org_id: &OrgId, found: &VerifiableSecret, client_secret: SecretString) {
+        let generated = !found.imported;
+        let old_phc = found.hash.to_phc();
+        if !generated && !self.hasher.needs_rehash(&old_phc) {
             return;
         }
-        let secret_id = found.secret.id.clone();
+        let secret_id = found.id.clone();
         let first = self
             .rehashing
             .lock()
@@ -513,7 +514,7 @@ impl VerifyService {
             self.directory.clone(),
             self.rehashing.clone(),
         );
-        let (org_id, old_phc) = (found.secret.org_id.clone(), found.phc.clone());
+        let org_id = org_id.clone();
         tokio::spawn(async move {
             let new_phc = if generated {
                 Ok(StoredHash::digest_of(client_secret.expose_secret()).to_phc())

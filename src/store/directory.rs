@@ -3,8 +3,8 @@
 //! stored hashes; and the same for one org, when the change feed names it.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-    sea_query::Expr,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, sea_query::Expr,
 };
 
 use super::{
@@ -26,6 +26,19 @@ const VERIFIABLE: [&str; 2] = [
     ClientSecretState::Active.as_str(),
     ClientSecretState::Retiring.as_str(),
 ];
+
+/// Rows read at a time when the whole directory is loaded.
+const PAGE: u64 = 5000;
+
+/// One row of the whole directory, as [`Store::directory`] hands it over.
+pub enum DirectoryRow {
+    /// A live org (all of them come first).
+    Org(Org),
+    /// An app registration.
+    App(AppRegistration),
+    /// An ACTIVE or RETIRING secret with its stored hash string.
+    Secret(ClientSecret, String),
+}
 
 /// One live org as the directory holds it.
 pub struct OrgRows {
@@ -53,50 +66,61 @@ fn secret_row(row: client_secrets::Model) -> Result<(ClientSecret, String), Erro
 }
 
 impl Store {
-    /// Every live org with its apps and verifiable secrets, read in one
-    /// transaction so that the three reads agree.
+    /// Every live org, then every app registration, then every verifiable
+    /// secret, handed to `take` one row at a time: read in one transaction so
+    /// that the reads agree, a page of rows at a time (keyset on the id), so that
+    /// the rows of 100,000 orgs are never all in memory beside what is built of
+    /// them. Apps and secrets of orgs not handed over (deleted ones) may follow;
+    /// the taker skips them.
     #[tracing::instrument(name = "store.directory", skip_all)]
-    pub async fn directory(&self) -> Result<Vec<OrgRows>, Error> {
+    pub async fn directory(&self, mut take: impl FnMut(DirectoryRow)) -> Result<(), Error> {
         let txn = self.db.begin().await?;
-        let mut by_org: std::collections::HashMap<String, OrgRows> =
-            std::collections::HashMap::new();
-        let orgs = orgs::Entity::find()
-            .filter(orgs::Column::DeleteTime.is_null())
-            .all(&txn)
-            .await?;
-        by_org.reserve(orgs.len());
-        for row in orgs {
-            by_org.insert(
-                row.id.clone(),
-                OrgRows {
-                    org: Org::from(row),
-                    apps: Vec::new(),
-                    secrets: Vec::new(),
-                },
-            );
+        let mut after = String::new();
+        loop {
+            let page = orgs::Entity::find()
+                .filter(orgs::Column::DeleteTime.is_null())
+                .filter(orgs::Column::Id.gt(after.as_str()))
+                .order_by_asc(orgs::Column::Id)
+                .limit(PAGE)
+                .all(&txn)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            page.into_iter()
+                .for_each(|row| take(DirectoryRow::Org(Org::from(row))));
         }
-        // A deleted org's apps and secrets are deleted with it; any left would be
-        // skipped here.
-        for row in app_registrations::Entity::find()
-            .order_by_asc(app_registrations::Column::Id)
-            .all(&txn)
-            .await?
-        {
-            if let Some(entry) = by_org.get_mut(&row.org_id) {
-                entry.apps.push(AppRegistration::try_from(row)?);
+        let mut after = String::new();
+        loop {
+            let page = app_registrations::Entity::find()
+                .filter(app_registrations::Column::Id.gt(after.as_str()))
+                .order_by_asc(app_registrations::Column::Id)
+                .limit(PAGE)
+                .all(&txn)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for row in page {
+                take(DirectoryRow::App(AppRegistration::try_from(row)?));
             }
         }
-        for row in client_secrets::Entity::find()
-            .filter(client_secrets::Column::State.is_in(VERIFIABLE))
-            .all(&txn)
-            .await?
-        {
-            if let Some(entry) = by_org.get_mut(&row.org_id) {
-                entry.secrets.push(secret_row(row)?);
+        let mut after = String::new();
+        loop {
+            let page = client_secrets::Entity::find()
+                .filter(client_secrets::Column::State.is_in(VERIFIABLE))
+                .filter(client_secrets::Column::Id.gt(after.as_str()))
+                .order_by_asc(client_secrets::Column::Id)
+                .limit(PAGE)
+                .all(&txn)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for row in page {
+                let (secret, phc) = secret_row(row)?;
+                take(DirectoryRow::Secret(secret, phc));
             }
         }
         txn.commit().await?;
-        Ok(by_org.into_values().collect())
+        Ok(())
     }
 
     /// The live org `org_id` with its apps and verifiable secrets; `None` when it

@@ -188,6 +188,9 @@ async fn b_resolves(b: &TestApp, domain: &str, org: Option<&Org>, what: &str) {
 async fn login_lookups_follow_every_change_on_every_replica(backend: Backend) {
     let a = spawn_app(backend).await;
     let b = spawn_replica(&a).await;
+    // B is running (its notification connection open, its polls under way) before
+    // A writes: the second is for a running replica.
+    b.wait_until_changes_are_taken_in().await;
     let shop = a
         .create_org_with("Shop", "https://shop.example", "login.shop.example")
         .await;
