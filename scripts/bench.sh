@@ -8,7 +8,8 @@
 #
 # Knobs (environment): RUNS (3), SECONDS_EACH (5), CONNECTIONS (4), STREAMS (16 per
 # connection: 64 in flight), CASES (space-separated subset of the names below),
-# PIN (1: the servers on CPU 0 and h2load on CPU 1, which makes runs comparable on a
+# CREDD_BIN (the credd binary to load; default target/release/credd, so that an
+# older build can be compared with the same fixtures and load), PIN (1: the servers on CPU 0 and h2load on CPU 1, which makes runs comparable on a
 # 2-core machine; 0: no pinning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ pids+=($!)
 CREDD_DATABASE_URL=${DATABASE_URL:-"sqlite://$work/bench.db?mode=rwc"} \
 CREDD_LISTEN="127.0.0.1:$CREDD_PORT" CREDD_BOOTSTRAP_TOKEN=$TOKEN \
 CREDD_VERIFY_CACHE_TTL=${CREDD_VERIFY_CACHE_TTL:-0} CREDD_VERIFY_THROTTLE_RATE=0 \
-  "${server_cpu[@]}" target/release/credd serve 2>/dev/null &
+  "${server_cpu[@]}" "${CREDD_BIN:-target/release/credd}" serve 2>/dev/null &
 pids+=($!)
 credd_pid=$!
 for _ in $(seq 1 100); do

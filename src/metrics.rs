@@ -35,8 +35,8 @@ pub struct MethodLabels {
 /// A verification outcome: `valid`, or the reason it was refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `valid`, `mismatch`, `unknown`, `bad_checksum`, …
-    pub outcome: String,
+    /// `valid`, `mismatch`, `unknown`, `bad_checksum`, … (a fixed set).
+    pub outcome: &'static str,
 }
 
 /// An org (only orgs that exist: the set is bounded by the orgs an admin made,
@@ -51,7 +51,7 @@ pub struct OrgLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `hit` or `miss`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// A kind of database error.
@@ -211,9 +211,7 @@ impl Metrics {
             drop(db_errors.get_or_create(&KindLabels { kind: kind.into() }));
         }
         for result in ["hit", "miss"] {
-            drop(verify_cache.get_or_create(&CacheLabels {
-                result: result.into(),
-            }));
+            drop(verify_cache.get_or_create(&CacheLabels { result }));
         }
         for state in ["idle", "in_use"] {
             drop(db_pool.get_or_create(&PoolLabels {

@@ -142,21 +142,27 @@ impl VerifyCounters {
     }
 
     fn count(&self, verdict: &Verdict) {
-        let outcome = match verdict {
-            Verdict::Valid { .. } => "valid",
-            Verdict::Invalid(refusal) => refusal.as_str(),
+        let outcome = |outcome| {
+            crate::metrics::METRICS
+                .verify_outcomes
+                .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                .clone()
         };
-        crate::metrics::METRICS
-            .verify_outcomes
-            .get_or_create(&crate::metrics::OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
         match verdict {
             Verdict::Valid { .. } => {
+                // Resolved once: the hot path's count is one atomic addition.
+                static VALID: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+                    std::sync::LazyLock::new(|| {
+                        crate::metrics::METRICS
+                            .verify_outcomes
+                            .get_or_create(&crate::metrics::OutcomeLabels { outcome: "valid" })
+                            .clone()
+                    });
+                VALID.inc();
                 self.valid.fetch_add(1, Ordering::Relaxed);
             }
             Verdict::Invalid(refusal) => {
+                outcome(refusal.as_str()).inc();
                 if let Ok(mut refused) = self.refused.lock() {
                     *refused.entry(refusal.as_str()).or_default() += 1;
                 }

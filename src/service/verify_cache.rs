@@ -123,9 +123,7 @@ impl VerifyCache {
         let result = if hit { "hit" } else { "miss" };
         METRICS
             .verify_cache
-            .get_or_create(&CacheLabels {
-                result: result.to_owned(),
-            })
+            .get_or_create(&CacheLabels { result })
             .inc();
     }
 
