@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &[
     "credd/v1/client_secrets.proto",
     "credd/v1/app_registrations.proto",
     "credd/v1/audit.proto",
+    "credd/v1/caller_tokens.proto",
+    "credd/v1/gateway.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".credd.v1.ActivateClientSecretRequest",
             ".credd.v1.ActivateClientSecretRequest.secret",
             ".credd.v1.VerifyClientSecretRequest",
+            ".credd.v1.CreateCallerTokenResponse",
         ])
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())

@@ -18,7 +18,7 @@ RUNS=${RUNS:-3}
 SECONDS_EACH=${SECONDS_EACH:-5}
 CONNECTIONS=${CONNECTIONS:-4}
 STREAMS=${STREAMS:-16}
-CASES=${CASES:-"health verify_generated verify_imported get_org_by_domain get_org_by_client_id check_redirect"}
+CASES=${CASES:-"health verify_generated verify_imported get_org_by_domain get_org_by_client_id check_redirect resolve_login"}
 PIN=${PIN:-1}
 BARE_PORT=${BARE_PORT:-50061}
 CREDD_PORT=${CREDD_PORT:-50062}
@@ -56,6 +56,7 @@ path_of() {
     verify_*) echo /credd.v1.ClientSecrets/VerifyClientSecret ;;
     get_org_*) echo /credd.v1.Orgs/GetOrg ;;
     check_redirect) echo /credd.v1.AppRegistrations/CheckRedirectUri ;;
+    resolve_login) echo /credd.v1.Gateway/ResolveLogin ;;
   esac
 }
 

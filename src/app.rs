@@ -20,14 +20,19 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::Settings,
-    grpc::{AppRegistrationsGrpc, AuditGrpc, ClientSecretsGrpc, OrgsGrpc, auth::RpcLayer},
+    grpc::{
+        AppRegistrationsGrpc, AuditGrpc, CallerTokensGrpc, ClientSecretsGrpc, GatewayGrpc,
+        OrgsGrpc, auth::RpcLayer,
+    },
     metrics::METRICS,
     pb::{
         self, app_registrations_server::AppRegistrationsServer, audit_server::AuditServer,
-        client_secrets_server::ClientSecretsServer, orgs_server::OrgsServer,
+        caller_tokens_server::CallerTokensServer, client_secrets_server::ClientSecretsServer,
+        gateway_server::GatewayServer, orgs_server::OrgsServer,
     },
     service::{
-        AppService, AuditService, Clock, OrgService, SecretService, SystemClock, VerifyService,
+        AppService, AuditService, Clock, GatewayService, OrgService, SecretService, SystemClock,
+        VerifyService,
         callers::{Authenticator, TokenService},
         directory::Directory,
         hasher::{Hasher, HasherConfig},
@@ -71,11 +76,13 @@ pub enum StartError {
 }
 
 /// The names of credd's own services, as health reports them.
-const SERVICE_NAMES: [&str; 4] = [
+const SERVICE_NAMES: [&str; 6] = [
     <OrgsServer<OrgsGrpc> as NamedService>::NAME,
     <ClientSecretsServer<ClientSecretsGrpc> as NamedService>::NAME,
     <AppRegistrationsServer<AppRegistrationsGrpc> as NamedService>::NAME,
     <AuditServer<AuditGrpc> as NamedService>::NAME,
+    <CallerTokensServer<CallerTokensGrpc> as NamedService>::NAME,
+    <GatewayServer<GatewayGrpc> as NamedService>::NAME,
 ];
 
 /// A built server: the store is migrated and the listener bound, so
@@ -102,6 +109,7 @@ pub struct App {
     change_poll_interval: Duration,
     directory: Arc<Directory>,
     feed_start: FeedPosition,
+    default_login_domain: String,
 }
 
 /// The limits every connection and RPC runs under.
@@ -255,6 +263,7 @@ impl App {
             change_poll_interval,
             directory,
             feed_start,
+            default_login_domain: settings.default_login_domain.clone(),
         })
     }
 
@@ -365,6 +374,17 @@ impl App {
             .add_service(
                 AuditServer::new(AuditGrpc::new(AuditService::new(self.store.clone())))
                     .max_decoding_message_size(max),
+            )
+            .add_service(
+                CallerTokensServer::new(CallerTokensGrpc::new(self.tokens.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                GatewayServer::new(GatewayGrpc::new(
+                    GatewayService::new(self.directory.clone(), self.default_login_domain.clone()),
+                    self.default_login_domain.clone(),
+                ))
+                .max_decoding_message_size(max),
             );
 
         let draining = Arc::new(AtomicBool::new(false));

@@ -78,10 +78,15 @@ enum TokenCommand {
         /// The token's name, shown in the audit trail (letters, digits, '-', '_', '.').
         #[arg(long)]
         name: String,
-        /// A scope: orgs:read, orgs:write, secrets:write, secrets:verify, apps:read,
-        /// apps:write, audit:read or admin. Repeat for several.
+        /// A scope: orgs:read, orgs:write, secrets:read, secrets:write,
+        /// secrets:verify, apps:read, apps:write, audit:read, gateway or admin.
+        /// Repeat for several.
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<String>,
+        /// Limit the token to this org (its id). Repeat for several; none: every
+        /// org.
+        #[arg(long = "org", value_name = "ORG_ID")]
+        orgs: Vec<String>,
         /// Make the token stop working after this long (`90d`, `12h`).
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
@@ -216,6 +221,7 @@ async fn token(settings: &Settings, command: TokenCommand) -> Result<(), app::St
         TokenCommand::Create {
             name,
             scopes,
+            orgs,
             expires_in,
         } => {
             let scopes = Scopes::parse_names(&scopes.join(" "))
@@ -224,14 +230,34 @@ async fn token(settings: &Settings, command: TokenCommand) -> Result<(), app::St
                 .map(chrono::Duration::from_std)
                 .transpose()
                 .map_err(|_| app::StartError::Config("--expires-in is too long".into()))?;
+            let orgs = orgs
+                .iter()
+                .map(|id| {
+                    credd::domain::ids::OrgId::parse("--org", id)
+                        .map_err(|v| app::StartError::Config(format!("--org: {}", v.reason)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let expire_time = expires_in.map(|d| chrono::Utc::now() + d);
+            // The command line is break-glass: it acts as an admin of every org.
             let (meta, token) = tokens
-                .create(&actor, &name, scopes, expires_in)
+                .create_for(
+                    &actor,
+                    &credd::domain::caller::Caller::bootstrap(),
+                    &name,
+                    scopes,
+                    orgs,
+                    expire_time,
+                )
                 .await
                 .map_err(app::StartError::store)?;
             eprintln!(
-                "created caller token `{}` with scopes `{}`{}; it is shown only now:",
+                "created caller token `{}` with scopes `{}`{}{}; it is shown only now:",
                 meta.name,
                 meta.scopes.to_names(),
+                meta.orgs
+                    .orgs()
+                    .map(|_| format!(" for orgs {}", meta.orgs.to_stored()))
+                    .unwrap_or_default(),
                 meta.expire_time
                     .map(|t| format!(", expiring {}", t.to_rfc3339()))
                     .unwrap_or_default()
@@ -241,7 +267,7 @@ async fn token(settings: &Settings, command: TokenCommand) -> Result<(), app::St
         TokenCommand::List => {
             let list = tokens.list().await.map_err(app::StartError::store)?;
             println!(
-                "{:<24} {:<40} {:<6} {:<25} {:<25} {:<25}",
+                "{:<24} {:<40} {:<6} {:<25} {:<25} {:<25} ORGS",
                 "NAME", "SCOPES", "HINT", "CREATED", "EXPIRES", "REVOKED"
             );
             let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
@@ -252,13 +278,16 @@ async fn token(settings: &Settings, command: TokenCommand) -> Result<(), app::St
             };
             for t in list {
                 println!(
-                    "{:<24} {:<40} {:<6} {:<25} {:<25} {:<25}",
+                    "{:<24} {:<40} {:<6} {:<25} {:<25} {:<25} {}",
                     t.name,
                     t.scopes.to_names(),
                     t.hint,
                     time(Some(t.create_time)),
                     time(t.expire_time),
-                    time(t.revoke_time)
+                    time(t.revoke_time),
+                    t.orgs
+                        .orgs()
+                        .map_or_else(|| "all".to_owned(), |_| t.orgs.to_stored())
                 );
             }
         }

@@ -35,6 +35,7 @@ redacted_debug!(GenerateClientSecretResponse { secret } hides plaintext);
 redacted_debug!(ImportClientSecretRequest { org_id, description } hides plaintext);
 redacted_debug!(ActivateClientSecretRequest { org_id, secret, grace_period } hides plaintext);
 redacted_debug!(VerifyClientSecretRequest { client_id } hides client_secret);
+redacted_debug!(CreateCallerTokenResponse { caller_token } hides plaintext);
 
 impl std::fmt::Debug for activate_client_secret_request::Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +83,13 @@ mod tests {
                 VerifyClientSecretRequest {
                     client_id: "c".into(),
                     client_secret: "s3cr3t-value".into()
+                }
+            ),
+            format!(
+                "{:?}",
+                CreateCallerTokenResponse {
+                    caller_token: None,
+                    plaintext: "s3cr3t-value".into()
                 }
             ),
         ];

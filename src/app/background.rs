@@ -346,9 +346,10 @@ async fn poll_changes(follow: Follow, mut stop: Stop) {
                 return Ok(());
             }
             // Read exactly the orgs that changed, this process's own among them (its
-            // own read after writing may have failed); forget other processes'
-            // changes from the cache (its own were forgotten when made). The
-            // position moves only once all of them are applied.
+            // own read after writing may have failed, or its RPC been cancelled),
+            // then forget their cached verdicts — in that order, so that no
+            // verification in between caches the old state. The position moves
+            // only once all of them are applied.
             let mut orgs: Vec<&crate::domain::ids::OrgId> =
                 changes.iter().map(|c| &c.org_id).collect();
             orgs.sort_unstable();
@@ -356,8 +357,12 @@ async fn poll_changes(follow: Follow, mut stop: Stop) {
             for org_id in orgs {
                 bounded(directory.reload_org(org_id)).await?;
             }
-            for change in changes.iter().filter(|c| c.origin != store.origin()) {
-                cache.forget_org(&change.org_id);
+            for change in &changes {
+                if change.origin == store.origin() {
+                    cache.forget_verdicts(&change.org_id);
+                } else {
+                    cache.forget_org(&change.org_id);
+                }
             }
             cursor = changes.last().map_or(cursor, |c| c.seq);
             (version, ahead) = (now, named);
@@ -410,12 +415,14 @@ async fn listen_for_changes(
                     Ok(Some(notification)) => match parse_notification(notification.payload()) {
                         Some((origin, _)) if origin == store.origin() => {}
                         Some((_, org_id)) => {
-                            cache.forget_org(&org_id);
-                            // A failed read is retried by the next poll, which
-                            // reads every changed org.
+                            // The directory first, then the cache: a verification
+                            // between the two would cache a verdict of the old state.
+                            // A failed read is retried by the next poll, which reads
+                            // (and forgets) every changed org.
                             if let Err(error) = directory.reload_org(&org_id).await {
                                 tracing::debug!(%org_id, %error, "could not read a notified org; the poll will");
                             }
+                            cache.forget_org(&org_id);
                         }
                         None => {
                             tracing::warn!("unreadable change notification; the poll applies it")

@@ -490,6 +490,7 @@ async fn frames(out: &std::path::Path, channel: Authed) -> Result<(), BoxError> 
             client_secret: imported_org.secret,
         },
     )?;
+    let domain_for_login = domain.clone();
     write_frame(
         out,
         "get_org_by_domain.bin",
@@ -508,6 +509,15 @@ async fn frames(out: &std::path::Path, channel: Authed) -> Result<(), BoxError> 
         out,
         "check_redirect.bin",
         &CheckRedirectUriRequest {
+            client_id: org.client_id.clone(),
+            redirect_uri: callback.into(),
+        },
+    )?;
+    write_frame(
+        out,
+        "resolve_login.bin",
+        &credd::pb::ResolveLoginRequest {
+            host: domain_for_login,
             client_id: org.client_id,
             redirect_uri: callback.into(),
         },

@@ -31,7 +31,7 @@ pub enum Scope {
     OrgsRead,
     /// CreateOrg, UpdateOrg, DeleteOrg.
     OrgsWrite,
-    /// Generate, Import, Activate, Revoke and List client secrets.
+    /// Generate, Import, Activate, Revoke client secrets (and ListClientSecrets).
     SecretsWrite,
     /// VerifyClientSecret.
     SecretsVerify,
@@ -43,18 +43,25 @@ pub enum Scope {
     AuditRead,
     /// Everything.
     Admin,
+    /// ListClientSecrets (metadata only; `secrets:write` implies it).
+    SecretsRead,
+    /// What an edge gateway needs and nothing more: VerifyClientSecret,
+    /// CheckRedirectUri, GetOrg by `client_id` or `custom_domain`, ResolveLogin.
+    Gateway,
 }
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 8] = [
+    pub const ALL: [Scope; 10] = [
         Scope::OrgsRead,
         Scope::OrgsWrite,
+        Scope::SecretsRead,
         Scope::SecretsWrite,
         Scope::SecretsVerify,
         Scope::AppsRead,
         Scope::AppsWrite,
         Scope::AuditRead,
+        Scope::Gateway,
         Scope::Admin,
     ];
 
@@ -69,6 +76,8 @@ impl Scope {
             Scope::AppsWrite => "apps:write",
             Scope::AuditRead => "audit:read",
             Scope::Admin => "admin",
+            Scope::SecretsRead => "secrets:read",
+            Scope::Gateway => "gateway",
         }
     }
 
@@ -101,9 +110,20 @@ impl Scopes {
         Scopes(scopes.into_iter().fold(0, |bits, s| bits | s.bit()))
     }
 
-    /// Whether these scopes allow an RPC that needs `needed`.
+    /// Whether these scopes allow an RPC that needs `needed`: the scope itself,
+    /// `admin`, or a scope that implies it (`secrets:write` implies
+    /// `secrets:read`).
     pub fn allow(self, needed: Scope) -> bool {
-        self.0 & (needed.bit() | Scope::Admin.bit()) != 0
+        let mut granting = needed.bit() | Scope::Admin.bit();
+        if needed == Scope::SecretsRead {
+            granting |= Scope::SecretsWrite.bit();
+        }
+        self.0 & granting != 0
+    }
+
+    /// Whether these scopes allow an RPC that any of `needed` allows.
+    pub fn allow_any(self, needed: &[Scope]) -> bool {
+        needed.iter().any(|scope| self.allow(*scope))
     }
 
     /// The scopes in the set.
@@ -150,6 +170,74 @@ impl Scopes {
     }
 }
 
+/// Which orgs a caller reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OrgAccess {
+    /// Every org (a token without `org_ids`).
+    #[default]
+    All,
+    /// Only these orgs (sorted, no duplicates).
+    Only(std::sync::Arc<[ids::OrgId]>),
+}
+
+impl OrgAccess {
+    /// Access to exactly `orgs` (none: every org).
+    pub fn of(mut orgs: Vec<ids::OrgId>) -> Self {
+        if orgs.is_empty() {
+            return Self::All;
+        }
+        orgs.sort_unstable();
+        orgs.dedup();
+        Self::Only(orgs.into())
+    }
+
+    /// Whether the caller reaches `org_id`.
+    pub fn reaches(&self, org_id: &ids::OrgId) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(orgs) => orgs.binary_search(org_id).is_ok(),
+        }
+    }
+
+    /// Whether the caller reaches everything `other` reaches.
+    pub fn covers(&self, other: &OrgAccess) -> bool {
+        match (self, other) {
+            (Self::All, _) => true,
+            (Self::Only(_), Self::All) => false,
+            (Self::Only(_), Self::Only(theirs)) => theirs.iter().all(|org| self.reaches(org)),
+        }
+    }
+
+    /// The orgs, when limited.
+    pub fn orgs(&self) -> Option<&[ids::OrgId]> {
+        match self {
+            Self::All => None,
+            Self::Only(orgs) => Some(orgs),
+        }
+    }
+
+    /// Space-separated ids, as stored (empty: every org).
+    pub fn to_stored(&self) -> String {
+        self.orgs()
+            .map(|orgs| {
+                orgs.iter()
+                    .map(ids::OrgId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+
+    /// The access stored as `text` (space-separated ids; empty: every org).
+    pub fn from_stored(text: &str) -> Self {
+        Self::of(
+            text.split_whitespace()
+                .map(|id| ids::OrgId::from_stored(id.to_owned()))
+                .collect(),
+        )
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -157,14 +245,17 @@ pub struct Caller {
     pub name: String,
     /// What it may do.
     pub scopes: Scopes,
+    /// Which orgs it reaches.
+    pub orgs: OrgAccess,
 }
 
 impl Caller {
-    /// The caller that presents `CREDD_BOOTSTRAP_TOKEN`: an admin.
+    /// The caller that presents `CREDD_BOOTSTRAP_TOKEN`: an admin of every org.
     pub fn bootstrap() -> Self {
         Self {
             name: "bootstrap".to_owned(),
             scopes: Scopes::of([Scope::Admin]),
+            orgs: OrgAccess::All,
         }
     }
 }
@@ -202,6 +293,8 @@ pub struct CallerToken {
     pub name: String,
     /// What it may do.
     pub scopes: Scopes,
+    /// Which orgs it reaches.
+    pub orgs: OrgAccess,
     /// Its last four characters.
     pub hint: String,
     /// Created at.
@@ -287,6 +380,12 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
+impl super::paging::Keyed for CallerToken {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+
 impl NewToken {
     /// The token's text, for printing it once.
     pub fn reveal(&self) -> &str {
@@ -319,6 +418,33 @@ mod tests {
         flipped[12] ^= 1;
         assert!(!is_well_formed_token(&flipped));
         assert!(!format!("{a:?}").contains(a.reveal()));
+    }
+
+    #[test]
+    fn org_access_reaches_its_orgs_and_covers_subsets() {
+        let a = ids::OrgId::generate();
+        let b = ids::OrgId::generate();
+        let c = ids::OrgId::generate();
+        let ab = OrgAccess::of(vec![b.clone(), a.clone(), a.clone()]);
+        assert!(ab.reaches(&a) && ab.reaches(&b) && !ab.reaches(&c));
+        assert!(OrgAccess::All.reaches(&c));
+        assert!(ab.covers(&OrgAccess::of(vec![a.clone()])));
+        assert!(!ab.covers(&OrgAccess::of(vec![a.clone(), c.clone()])));
+        assert!(!ab.covers(&OrgAccess::All));
+        assert!(OrgAccess::All.covers(&ab));
+        assert_eq!(OrgAccess::from_stored(&ab.to_stored()), ab);
+        assert_eq!(OrgAccess::from_stored(""), OrgAccess::All);
+        assert_eq!(OrgAccess::of(Vec::new()), OrgAccess::All);
+    }
+
+    #[test]
+    fn secrets_write_implies_secrets_read_and_gateway_is_its_own() {
+        let write = Scopes::of([Scope::SecretsWrite]);
+        assert!(write.allow(Scope::SecretsRead));
+        assert!(!Scopes::of([Scope::SecretsRead]).allow(Scope::SecretsWrite));
+        let gateway = Scopes::of([Scope::Gateway]);
+        assert!(gateway.allow_any(&[Scope::SecretsVerify, Scope::Gateway]));
+        assert!(!gateway.allow(Scope::OrgsRead));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     Error,
-    domain::ids::{AppRegistrationId, ClientId, OrgId},
+    domain::ids::{AppRegistrationId, ClientId},
     pb::{self, app_registrations_server::AppRegistrations},
     service::AppService,
 };
@@ -33,8 +33,9 @@ impl AppRegistrations for AppRegistrationsGrpc {
         request: Request<pb::CreateAppRegistrationRequest>,
     ) -> Result<Response<pb::AppRegistration>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let platform = convert::platform(req.platform())?;
         let input = app_input!(req, |r: &pb::CreateAppRegistrationRequest| r.require_pkce);
         let app = self.apps.create(&actor, &org_id, platform, input).await?;
@@ -45,8 +46,9 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::GetAppRegistrationRequest>,
     ) -> Result<Response<pb::AppRegistration>, Status> {
+        let caller = auth::caller(&request);
         let id = convert::id(AppRegistrationId::parse, "id", &request.into_inner().id)?;
-        let app = self.apps.get(&id).await?;
+        let app = self.apps.get(&id, &caller.orgs).await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -54,8 +56,9 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::ListAppRegistrationsRequest>,
     ) -> Result<Response<pb::ListAppRegistrationsResponse>, Status> {
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let page = convert::page_request(
             req.page_size,
             &req.page_token,
@@ -76,6 +79,7 @@ impl AppRegistrations for AppRegistrationsGrpc {
         request: Request<pb::UpdateAppRegistrationRequest>,
     ) -> Result<Response<pb::AppRegistration>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
         let app = req
             .app_registration
@@ -83,7 +87,10 @@ impl AppRegistrations for AppRegistrationsGrpc {
         let id = convert::id(AppRegistrationId::parse, "app_registration.id", &app.id)?;
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
         let input = app_input!(app, |a: &pb::AppRegistration| Some(a.require_pkce));
-        let app = self.apps.update(&actor, &id, &paths, input).await?;
+        let app = self
+            .apps
+            .update(&actor, &caller.orgs, &id, &paths, input)
+            .await?;
         Ok(Response::new(convert::app_registration(app)))
     }
 
@@ -92,8 +99,9 @@ impl AppRegistrations for AppRegistrationsGrpc {
         request: Request<pb::DeleteAppRegistrationRequest>,
     ) -> Result<Response<()>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let id = convert::id(AppRegistrationId::parse, "id", &request.into_inner().id)?;
-        self.apps.delete(&actor, &id).await?;
+        self.apps.delete(&actor, &caller.orgs, &id).await?;
         Ok(Response::new(()))
     }
 
@@ -101,10 +109,15 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::CheckRedirectUriRequest>,
     ) -> Result<Response<pb::CheckRedirectUriResponse>, Status> {
+        let caller = auth::caller(&request);
         let req = request.into_inner();
         let check = self
             .apps
-            .check_redirect(ClientId::parse(&req.client_id).as_ref(), &req.redirect_uri)
+            .check_redirect(
+                ClientId::parse(&req.client_id).as_ref(),
+                &req.redirect_uri,
+                &caller.orgs,
+            )
             .await?;
         Ok(Response::new(pb::CheckRedirectUriResponse {
             allowed: check.app_id.is_some(),
@@ -120,7 +133,8 @@ impl AppRegistrations for AppRegistrationsGrpc {
         &self,
         request: Request<pb::RenderAssociationFilesRequest>,
     ) -> Result<Response<pb::RenderAssociationFilesResponse>, Status> {
-        let org_id = convert::id(OrgId::parse, "org_id", &request.into_inner().org_id)?;
+        let caller = auth::caller(&request);
+        let org_id = convert::org_in_reach(&caller, "org_id", &request.into_inner().org_id)?;
         let rendered = self.apps.association_files(&org_id).await?;
         Ok(Response::new(pb::RenderAssociationFilesResponse {
             files: rendered

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    domain::{audit::AuditFilter, ids::OrgId},
+    domain::audit::AuditFilter,
     pb::{self, audit_server::Audit},
     service::AuditService,
 };
@@ -28,6 +28,7 @@ impl Audit for AuditGrpc {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let caller = super::auth::caller(&request);
         let req = request.into_inner();
         let start = req.start_time.map(|t| t.to_string()).unwrap_or_default();
         let end = req.end_time.map(|t| t.to_string()).unwrap_or_default();
@@ -38,8 +39,9 @@ impl Audit for AuditGrpc {
         )?;
         let filter = AuditFilter {
             org_id: (!req.org_id.is_empty())
-                .then(|| convert::id(OrgId::parse, "org_id", &req.org_id))
+                .then(|| convert::org_in_reach(&caller, "org_id", &req.org_id))
                 .transpose()?,
+            only_orgs: caller.orgs.orgs().map(<[_]>::to_vec),
             action: Some(req.action).filter(|v| !v.is_empty()),
             start_time: req
                 .start_time

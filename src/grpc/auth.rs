@@ -156,11 +156,15 @@ fn authorize<B>(
     request: &http::Request<B>,
 ) -> Result<Caller, Error> {
     let caller = authenticated?;
-    match required_scope(request.uri().path()) {
-        Some(scope) if caller.scopes.allow(scope) => Ok(caller),
-        Some(scope) => Err(Error::PermissionDenied(format!(
+    match required_scopes(request.uri().path()) {
+        Some(scopes) if caller.scopes.allow_any(scopes) => Ok(caller),
+        Some(scopes) => Err(Error::PermissionDenied(format!(
             "this RPC needs the `{}` scope (or `admin`)",
-            scope.as_str()
+            scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("` or `")
         ))),
         // Deny by default: an RPC nobody assigned a scope is refused to all.
         None => Err(Error::PermissionDenied(
@@ -253,33 +257,41 @@ fn grpc_status(headers: &http::HeaderMap) -> usize {
         .unwrap_or(0)
 }
 
-/// The one scope each credd RPC needs; `None` for a path no one assigned.
-pub fn required_scope(path: &str) -> Option<Scope> {
+/// The scopes that allow each credd RPC (any one of them, or `admin`); `None`
+/// for a path no one assigned. `gateway` allows exactly the gateway's RPCs; its
+/// GetOrg is limited to lookups by `client_id` or `custom_domain` in the adapter.
+pub fn required_scopes(path: &str) -> Option<&'static [Scope]> {
+    use Scope::*;
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     Some(match (service, method) {
-        ("credd.v1.Orgs", "GetOrg" | "ListOrgs" | "GetIntegration") => Scope::OrgsRead,
-        ("credd.v1.Orgs", "CreateOrg" | "UpdateOrg" | "DeleteOrg") => Scope::OrgsWrite,
+        ("credd.v1.Orgs", "GetOrg") => &[OrgsRead, Gateway],
+        ("credd.v1.Orgs", "ListOrgs" | "GetIntegration") => &[OrgsRead],
+        ("credd.v1.Orgs", "CreateOrg" | "UpdateOrg" | "DeleteOrg") => &[OrgsWrite],
         (
             "credd.v1.ClientSecrets",
             "GenerateClientSecret"
             | "ImportClientSecret"
             | "ActivateClientSecret"
             | "RevokeClientSecret"
-            | "ListClientSecrets",
-        ) => Scope::SecretsWrite,
-        ("credd.v1.ClientSecrets", "VerifyClientSecret") => Scope::SecretsVerify,
+            | "RotateClientSecret",
+        ) => &[SecretsWrite],
+        ("credd.v1.ClientSecrets", "ListClientSecrets") => &[SecretsRead],
+        ("credd.v1.ClientSecrets", "VerifyClientSecret") => &[SecretsVerify, Gateway],
+        ("credd.v1.AppRegistrations", "CheckRedirectUri") => &[AppsRead, Gateway],
         (
             "credd.v1.AppRegistrations",
-            "GetAppRegistration"
-            | "ListAppRegistrations"
-            | "CheckRedirectUri"
-            | "RenderAssociationFiles",
-        ) => Scope::AppsRead,
+            "GetAppRegistration" | "ListAppRegistrations" | "RenderAssociationFiles",
+        ) => &[AppsRead],
         (
             "credd.v1.AppRegistrations",
             "CreateAppRegistration" | "UpdateAppRegistration" | "DeleteAppRegistration",
-        ) => Scope::AppsWrite,
-        ("credd.v1.Audit", "ListAuditEvents") => Scope::AuditRead,
+        ) => &[AppsWrite],
+        ("credd.v1.Audit", "ListAuditEvents" | "WatchAuditEvents") => &[AuditRead],
+        ("credd.v1.Gateway", "ResolveLogin") => &[Gateway],
+        (
+            "credd.v1.CallerTokens",
+            "CreateCallerToken" | "GetCallerToken" | "ListCallerTokens" | "RevokeCallerToken",
+        ) => &[Admin],
         _ => return None,
     })
 }
@@ -291,6 +303,22 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .and_then(|value| value.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(ids::new_request_id, str::to_owned)
+}
+
+/// The caller of an authenticated request (its scopes and the orgs it reaches).
+pub fn caller<T>(request: &tonic::Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        // Unreachable behind the layer; reaching nothing is the safe default.
+        .unwrap_or_else(|| Caller {
+            name: "unknown".to_owned(),
+            scopes: crate::domain::caller::Scopes::default(),
+            orgs: crate::domain::caller::OrgAccess::of(vec![
+                crate::domain::ids::OrgId::from_stored(String::new()),
+            ]),
+        })
 }
 
 /// The actor of an authenticated request, for the audit trail.

@@ -7,7 +7,7 @@ use super::{auth, convert};
 use crate::{
     Error,
     domain::{
-        ids::{ClientId, OrgId, SecretId},
+        ids::{ClientId, SecretId},
         secret,
     },
     pb::{self, activate_client_secret_request::Secret, client_secrets_server::ClientSecrets},
@@ -36,8 +36,9 @@ impl ClientSecrets for ClientSecretsGrpc {
         request: Request<pb::GenerateClientSecretRequest>,
     ) -> Result<Response<pb::GenerateClientSecretResponse>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let generated = self
             .secrets
             .generate(&actor, &org_id, &req.description)
@@ -53,8 +54,9 @@ impl ClientSecrets for ClientSecretsGrpc {
         request: Request<pb::ImportClientSecretRequest>,
     ) -> Result<Response<pb::ClientSecret>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let plaintext = SecretString::from(req.plaintext);
         let secret = self
             .secrets
@@ -68,8 +70,9 @@ impl ClientSecrets for ClientSecretsGrpc {
         request: Request<pb::ActivateClientSecretRequest>,
     ) -> Result<Response<pb::ClientSecret>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let target = match req.secret {
             Some(Secret::SecretId(id)) => {
                 ActivationTarget::SecretId(convert::id(SecretId::parse, "secret_id", &id)?)
@@ -97,8 +100,9 @@ impl ClientSecrets for ClientSecretsGrpc {
         &self,
         request: Request<pb::ListClientSecretsRequest>,
     ) -> Result<Response<pb::ListClientSecretsResponse>, Status> {
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let page = convert::page_request(
             req.page_size,
             &req.page_token,
@@ -119,8 +123,9 @@ impl ClientSecrets for ClientSecretsGrpc {
         request: Request<pb::RevokeClientSecretRequest>,
     ) -> Result<Response<pb::ClientSecret>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        let org_id = convert::id(OrgId::parse, "org_id", &req.org_id)?;
+        let org_id = convert::org_in_reach(&caller, "org_id", &req.org_id)?;
         let secret_id = convert::id(SecretId::parse, "secret_id", &req.secret_id)?;
         let secret = self.secrets.revoke(&actor, &org_id, &secret_id).await?;
         Ok(Response::new(convert::client_secret(secret)))
@@ -130,11 +135,12 @@ impl ClientSecrets for ClientSecretsGrpc {
         &self,
         request: Request<pb::VerifyClientSecretRequest>,
     ) -> Result<Response<pb::VerifyClientSecretResponse>, Status> {
+        let caller = auth::caller(&request);
         let req = request.into_inner();
         let client_id = ClientId::parse(&req.client_id);
         let verdict = self
             .verifier
-            .verify(client_id.as_ref(), req.client_secret.into())
+            .verify(client_id.as_ref(), req.client_secret.into(), &caller.orgs)
             .await?;
         Ok(Response::new(match verdict {
             Verdict::Valid { org_id, secret_id } => pb::VerifyClientSecretResponse {

@@ -8,7 +8,8 @@ use crate::{
         Violation,
         app::{AppKind, AppRegistration, Platform},
         audit::AuditEvent,
-        ids::ClientId,
+        caller::Caller,
+        ids::{ClientId, OrgId},
         org::Org,
         paging::{Page, PageRequest},
         secret::{ClientSecret, ClientSecretState},
@@ -24,6 +25,14 @@ pub fn id<T>(
     value: &str,
 ) -> Result<T, Error> {
     parse(field, value).map_err(Error::from)
+}
+
+/// The org id in `field` of a request, parsed and checked against the orgs the
+/// caller reaches (PERMISSION_DENIED outside them, whether the org exists or not).
+pub fn org_in_reach(caller: &Caller, field: &str, value: &str) -> Result<OrgId, Error> {
+    let org_id = id(OrgId::parse, field, value)?;
+    crate::service::reach(&caller.orgs, &org_id)?;
+    Ok(org_id)
 }
 
 /// The client ID a caller looks an org up by: one that cannot exist is NOT_FOUND,
@@ -173,6 +182,42 @@ pub fn time(field: &str, timestamp: prost_types::Timestamp) -> Result<DateTime<U
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
         .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+}
+
+/// A positive duration the caller sent in `field` (a ttl).
+pub fn positive_duration(
+    field: &str,
+    duration: prost_types::Duration,
+) -> Result<chrono::Duration, Error> {
+    if duration.seconds < 0 || duration.nanos < 0 || (duration.seconds == 0 && duration.nanos == 0)
+    {
+        return Err(Error::invalid(field, "must be positive"));
+    }
+    // Bounded before building a chrono Duration: huge values would overflow it.
+    if duration.seconds > 100 * 365 * 24 * 3600 {
+        return Err(Error::invalid(field, "must be at most 100 years"));
+    }
+    Ok(chrono::Duration::seconds(duration.seconds)
+        + chrono::Duration::nanoseconds(i64::from(duration.nanos)))
+}
+
+/// The proto `CallerToken` for `token` (never the token itself).
+pub fn caller_token(token: crate::domain::caller::CallerToken) -> pb::CallerToken {
+    pb::CallerToken {
+        id: token.id.into_string(),
+        name: token.name,
+        scopes: token.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+        org_ids: token
+            .orgs
+            .orgs()
+            .map(|orgs| orgs.iter().map(|o| o.as_str().to_owned()).collect())
+            .unwrap_or_default(),
+        hint: token.hint,
+        create_time: Some(timestamp(token.create_time)),
+        expire_time: token.expire_time.map(timestamp),
+        revoke_time: token.revoke_time.map(timestamp),
+        last_used_time: token.last_used_time.map(timestamp),
+    }
 }
 
 /// The proto `AuditEvent` for `event`.

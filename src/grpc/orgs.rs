@@ -6,6 +6,7 @@ use super::{auth, convert};
 use crate::{
     Error,
     domain::{
+        caller::{OrgAccess, Scope},
         ids::OrgId,
         org::{NewOrg, OrgChanges},
     },
@@ -38,6 +39,12 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
         let actor = auth::actor(&request);
+        if auth::caller(&request).orgs != OrgAccess::All {
+            return Err(Error::PermissionDenied(
+                "a caller token limited to orgs (org_ids) cannot create orgs".into(),
+            )
+            .into());
+        }
         let req = request.into_inner();
         let new = NewOrg::parse(&req.name, &req.main_website, &req.custom_domain)
             .map_err(Error::Invalid)?;
@@ -48,7 +55,16 @@ impl Orgs for OrgsGrpc {
         &self,
         request: Request<pb::GetOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
+        let caller = auth::caller(&request);
         let lookup = match request.into_inner().lookup {
+            // The gateway resolves hosts and client IDs, never ids.
+            Some(Lookup::Id(_)) if !caller.scopes.allow(Scope::OrgsRead) => {
+                return Err(Error::PermissionDenied(
+                    "scope `gateway` gets orgs by client_id or custom_domain only; by id needs `orgs:read`"
+                        .into(),
+                )
+                .into());
+            }
             Some(Lookup::Id(id)) => OrgLookup::Id(convert::id(OrgId::parse, "id", &id)?),
             Some(Lookup::ClientId(client_id)) => {
                 OrgLookup::ClientId(convert::client_id_lookup(&client_id)?)
@@ -60,16 +76,18 @@ impl Orgs for OrgsGrpc {
                 );
             }
         };
-        Ok(self.reply(self.orgs.get(lookup).await?))
+        Ok(self.reply(self.orgs.get(lookup, &caller.orgs).await?))
     }
 
     async fn list_orgs(
         &self,
         request: Request<pb::ListOrgsRequest>,
     ) -> Result<Response<pb::ListOrgsResponse>, Status> {
+        let caller = auth::caller(&request);
         let req = request.into_inner();
         let page = convert::page_request(req.page_size, &req.page_token, &["orgs"])?;
-        let (orgs, next_page_token) = convert::page(self.orgs.list(page).await?, |org| {
+        let listed = self.orgs.list(page, &caller.orgs).await?;
+        let (orgs, next_page_token) = convert::page(listed, |org| {
             let login_domain = self.orgs.login_domain(&org);
             convert::org(org, login_domain)
         });
@@ -84,11 +102,12 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::UpdateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
         let actor = auth::actor(&request);
+        let caller = auth::caller(&request);
         let req = request.into_inner();
         let org = req
             .org
             .ok_or_else(|| Error::invalid("org", "is required"))?;
-        let id = convert::id(OrgId::parse, "org.id", &org.id)?;
+        let id = convert::org_in_reach(&caller, "org.id", &org.id)?;
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
         let changes = OrgChanges::parse(&paths, &org.name, &org.main_website, &org.custom_domain)
             .map_err(Error::Invalid)?;
@@ -100,7 +119,8 @@ impl Orgs for OrgsGrpc {
         request: Request<pb::DeleteOrgRequest>,
     ) -> Result<Response<()>, Status> {
         let actor = auth::actor(&request);
-        let id = convert::id(OrgId::parse, "id", &request.into_inner().id)?;
+        let caller = auth::caller(&request);
+        let id = convert::org_in_reach(&caller, "id", &request.into_inner().id)?;
         self.orgs.delete(&actor, &id).await?;
         Ok(Response::new(()))
     }
@@ -109,7 +129,8 @@ impl Orgs for OrgsGrpc {
         &self,
         request: Request<pb::GetIntegrationRequest>,
     ) -> Result<Response<pb::GetIntegrationResponse>, Status> {
-        let org_id = convert::id(OrgId::parse, "org_id", &request.into_inner().org_id)?;
+        let caller = auth::caller(&request);
+        let org_id = convert::org_in_reach(&caller, "org_id", &request.into_inner().org_id)?;
         let integration = self.orgs.integration(&org_id).await?;
         let secrets = integration.secrets;
         Ok(Response::new(pb::GetIntegrationResponse {

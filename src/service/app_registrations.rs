@@ -10,7 +10,7 @@ use crate::{
     domain::{
         Violation,
         app::{self, AppInput, AppKind, AppRegistration, Platform},
-        caller::Actor,
+        caller::{Actor, OrgAccess},
         ids::{AppRegistrationId, ClientId, OrgId},
         org::OrgScope,
         paging::{Page, PageRequest},
@@ -103,17 +103,27 @@ impl AppService {
                     .details(serde_json::json!({ "platform": platform.as_str() })),
             )
             .await?;
-        self.directory.reload_after_write(org_id).await;
+        self.directory.reload_after_write(org_id, None).await;
         tracing::info!(%org_id, app_id = %created.id, platform = platform.as_str(), "app registered");
         Ok(created)
     }
 
-    /// The app registration `id`.
-    pub async fn get(&self, id: &AppRegistrationId) -> Result<AppRegistration, Error> {
-        self.store
-            .find_app(OrgScope::Any, id)
-            .await?
-            .ok_or(Error::NotFound("app registration"))
+    /// The app registration `id`, if `access` reaches its org.
+    pub async fn get(
+        &self,
+        id: &AppRegistrationId,
+        access: &OrgAccess,
+    ) -> Result<AppRegistration, Error> {
+        match self.store.find_app(OrgScope::Any, id).await? {
+            Some(app) => {
+                super::reach(access, &app.org_id)?;
+                Ok(app)
+            }
+            None => Err(super::missing_for(
+                access,
+                Error::NotFound("app registration"),
+            )),
+        }
     }
 
     /// A page of the org's apps.
@@ -135,17 +145,19 @@ impl AppService {
     pub async fn update(
         &self,
         actor: &Actor,
+        access: &OrgAccess,
         id: &AppRegistrationId,
         paths: &[String],
         input: AppInput,
     ) -> Result<AppRegistration, Error> {
+        // The org first: outside the caller's orgs nothing else is said.
+        let current = self.get(id, access).await?;
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
                 format!("must name at least one of: {}", UPDATABLE.join(", ")),
             ));
         }
-        let current = self.get(id).await?;
         super::record_org(&current.org_id);
         let org = self.store.live_org(&current.org_id).await?;
         let mut merged = current.kind.to_input(&current.name);
@@ -201,20 +213,27 @@ impl AppService {
                     .details(serde_json::json!({ "fields": paths })),
             )
             .await?;
-        self.directory.reload_after_write(&current.org_id).await;
+        self.directory
+            .reload_after_write(&current.org_id, None)
+            .await;
         tracing::info!(app_id = %id, "app registration updated");
         Ok(updated)
     }
 
     /// Deletes the app registration `id`.
-    pub async fn delete(&self, actor: &Actor, id: &AppRegistrationId) -> Result<(), Error> {
-        let app = self.get(id).await?;
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        access: &OrgAccess,
+        id: &AppRegistrationId,
+    ) -> Result<(), Error> {
+        let app = self.get(id, access).await?;
         super::record_org(&app.org_id);
         let event = NewEvent::new(actor, "app.delete", Some(&app.org_id), id);
         self.store
             .delete_app(&app.org_id, id, self.clock.now(), event)
             .await?;
-        self.directory.reload_after_write(&app.org_id).await;
+        self.directory.reload_after_write(&app.org_id, None).await;
         tracing::info!(app_id = %id, "app registration deleted");
         Ok(())
     }
@@ -226,6 +245,7 @@ impl AppService {
         &self,
         client_id: Option<&ClientId>,
         redirect_uri: &str,
+        access: &OrgAccess,
     ) -> Result<RedirectCheck, Error> {
         let Some(client_id) = client_id else {
             return Ok(RedirectCheck::default());
@@ -233,7 +253,13 @@ impl AppService {
         if redirect_uri.is_empty() || redirect_uri.len() > crate::domain::org::MAX_URL_LEN {
             return Ok(RedirectCheck::default());
         }
-        let Some(entry) = self.directory.by_client_id(client_id)? else {
+        // A client of an org the caller does not reach is not allowed, like an
+        // unknown one.
+        let Some(entry) = self
+            .directory
+            .by_client_id(client_id)?
+            .filter(|e| access.reaches(&e.org.id))
+        else {
             return Ok(RedirectCheck::default());
         };
         let found = entry

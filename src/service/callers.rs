@@ -17,8 +17,9 @@ use subtle::ConstantTimeEq;
 use crate::{
     Error,
     domain::{
-        caller::{self, Actor, Caller, CallerToken, NewToken, Scope, Scopes},
-        ids::CallerTokenId,
+        caller::{self, Actor, Caller, CallerToken, NewToken, OrgAccess, Scope, Scopes},
+        ids::{CallerTokenId, OrgId},
+        paging::{Page, PageRequest},
     },
     service::Clock,
     store::{Store, audit::NewEvent, caller_tokens::LiveToken},
@@ -223,6 +224,7 @@ impl Authenticator {
                      digest,
                      name,
                      scopes,
+                     orgs,
                      unknown_scopes,
                      expire_time,
                  }| {
@@ -237,7 +239,7 @@ impl Authenticator {
                         digest,
                         Entry {
                             id,
-                            caller: Caller { name, scopes },
+                            caller: Caller { name, scopes, orgs },
                             expire_time,
                             used,
                         },
@@ -303,8 +305,8 @@ impl TokenService {
         Self { store, clock }
     }
 
-    /// Creates a token named `name` with `scopes`, expiring after `expires_in`.
-    /// The token is in the answer only.
+    /// Creates a token named `name` with `scopes`, reaching `orgs`, expiring after
+    /// `expires_in` (the command line). The token is in the answer only.
     pub async fn create(
         &self,
         actor: &Actor,
@@ -312,30 +314,123 @@ impl TokenService {
         scopes: Scopes,
         expires_in: Option<Duration>,
     ) -> Result<(CallerToken, NewToken), Error> {
+        let expire_time = expires_in.map(|d| self.clock.now() + d);
+        self.insert(actor, name, scopes, OrgAccess::All, expire_time)
+            .await
+    }
+
+    /// CreateCallerToken: only an `admin` may (the RPC's scope), and an admin
+    /// limited to orgs only a token limited to orgs it reaches. Each named org
+    /// must be live; `expire_time` must be in the future.
+    pub async fn create_for(
+        &self,
+        actor: &Actor,
+        caller: &Caller,
+        name: &str,
+        scopes: Scopes,
+        org_ids: Vec<OrgId>,
+        expire_time: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(CallerToken, NewToken), Error> {
+        let orgs = OrgAccess::of(org_ids);
+        if !caller.orgs.covers(&orgs) {
+            return Err(Error::PermissionDenied(match orgs {
+                OrgAccess::All => "a caller limited to orgs can only create tokens limited to its orgs: name them in org_ids".into(),
+                OrgAccess::Only(_) => "org_ids names an org this caller does not reach".into(),
+            }));
+        }
+        if let Some(orgs) = orgs.orgs() {
+            for org_id in orgs {
+                if self.store.find_org(org_id).await?.is_none() {
+                    return Err(Error::invalid(
+                        "org_ids",
+                        format!("names no live org: {org_id}"),
+                    ));
+                }
+            }
+        }
+        if let Some(expiry) = expire_time
+            && expiry <= self.clock.now()
+        {
+            return Err(Error::invalid("expire_time", "must be in the future"));
+        }
+        self.insert(actor, name, scopes, orgs, expire_time).await
+    }
+
+    async fn insert(
+        &self,
+        actor: &Actor,
+        name: &str,
+        scopes: Scopes,
+        orgs: OrgAccess,
+        expire_time: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(CallerToken, NewToken), Error> {
         let name = caller::parse_token_name(name)?;
         if scopes.iter().next().is_none() {
-            return Err(Error::invalid("scope", "at least one scope is required"));
+            return Err(Error::invalid("scopes", "at least one scope is required"));
         }
         let now = self.clock.now();
         let new = caller::generate_token();
         let id = CallerTokenId::generate();
-        let event = NewEvent::new(actor, "token.create", None, &name)
-            .details(serde_json::json!({ "scopes": scopes.to_names() }));
+        let event = NewEvent::new(actor, "token.create", None, &id).details(serde_json::json!({
+            "name": name,
+            "scopes": scopes.to_names(),
+            "org_ids": orgs.to_stored(),
+        }));
         let token = self
             .store
             .insert_token(
                 id,
                 &name,
                 scopes,
+                &orgs,
                 new.digest.clone(),
                 new.hint.clone(),
-                expires_in.map(|d| now + d),
+                expire_time,
                 now,
                 event,
             )
             .await?;
-        tracing::info!(name = %token.name, scopes = %scopes.to_names(), "caller token created");
+        tracing::info!(name = %token.name, scopes = %scopes.to_names(), org_ids = %orgs.to_stored(), "caller token created");
         Ok((token, new))
+    }
+
+    /// The token `id`, if `caller` reaches every org it does (else, existing or
+    /// not, PERMISSION_DENIED for a caller limited to orgs).
+    pub async fn get(&self, caller: &Caller, id: &CallerTokenId) -> Result<CallerToken, Error> {
+        match self.store.find_token(id).await? {
+            Some(token) if caller.orgs.covers(&token.orgs) => Ok(token),
+            _ if caller.orgs != OrgAccess::All => Err(Error::PermissionDenied(
+                "the caller token is outside the orgs this caller reaches".into(),
+            )),
+            _ => Err(Error::NotFound("caller token")),
+        }
+    }
+
+    /// A page of the tokens `caller` reaches, oldest first.
+    pub async fn page(
+        &self,
+        caller: &Caller,
+        page: PageRequest,
+    ) -> Result<Page<CallerToken>, Error> {
+        self.store.page_tokens(&page, caller.orgs.orgs()).await
+    }
+
+    /// Revokes the token `id` (RevokeCallerToken).
+    pub async fn revoke_by_id(
+        &self,
+        actor: &Actor,
+        caller: &Caller,
+        id: &CallerTokenId,
+    ) -> Result<CallerToken, Error> {
+        let token = self.get(caller, id).await?;
+        let event = NewEvent::new(actor, "token.revoke", None, id)
+            .details(serde_json::json!({ "name": token.name }));
+        let revoked = self
+            .store
+            .revoke_token_by_id(id, self.clock.now(), event)
+            .await?;
+        tracing::info!(name = %revoked.name, "caller token revoked");
+        Ok(revoked)
     }
 
     /// Every token's metadata.
@@ -343,11 +438,20 @@ impl TokenService {
         self.store.list_tokens().await
     }
 
-    /// Revokes the live token `name`.
+    /// Revokes the live token `name` (the command line names tokens; the audit
+    /// trail names them by id, as RevokeCallerToken does).
     pub async fn revoke(&self, actor: &Actor, name: &str) -> Result<(), Error> {
-        let event = NewEvent::new(actor, "token.revoke", None, name);
+        let live = self
+            .store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .find(|t| t.name == name && t.revoke_time.is_none())
+            .ok_or(Error::NotFound("live caller token"))?;
+        let event = NewEvent::new(actor, "token.revoke", None, &live.id)
+            .details(serde_json::json!({ "name": name }));
         self.store
-            .revoke_token(name, self.clock.now(), event)
+            .revoke_token_by_id(&live.id, self.clock.now(), event)
             .await?;
         tracing::info!(name, "caller token revoked");
         Ok(())

@@ -156,8 +156,10 @@ impl SecretService {
                     .details(serde_json::json!({ "grace_seconds": grace.num_seconds() })),
             )
             .await?;
+        self.directory
+            .reload_after_write(org_id, Some(&self.cache))
+            .await;
         drop(forget);
-        self.directory.reload_after_write(org_id).await;
         tracing::info!(%org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret activated");
         Ok(secret)
     }
@@ -241,8 +243,10 @@ impl SecretService {
                 NewEvent::new(actor, "secret.revoke", Some(org_id), secret_id),
             )
             .await?;
+        self.directory
+            .reload_after_write(org_id, Some(&self.cache))
+            .await;
         drop(forget);
-        self.directory.reload_after_write(org_id).await;
         tracing::info!(%org_id, %secret_id, "client secret revoked");
         Ok(secret)
     }

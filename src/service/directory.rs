@@ -419,15 +419,25 @@ impl Directory {
     }
 
     /// After this process wrote to `org_id`: reads it again before the RPC
-    /// answers, in a task of its own, so that a cancelled RPC still leaves the
-    /// directory current. A failed read is logged; the change feed brings the
-    /// change within a poll anyway.
-    pub async fn reload_after_write(self: &Arc<Self>, org_id: &OrgId) {
+    /// answers, then forgets its verdicts in `cache` when given (in that order: a
+    /// verification between the two would otherwise cache a verdict of the old
+    /// state), in a task of its own, so that a cancelled RPC still leaves both
+    /// current. A failed read is logged; the change feed brings the change within
+    /// a poll anyway.
+    pub async fn reload_after_write(
+        self: &Arc<Self>,
+        org_id: &OrgId,
+        cache: Option<&Arc<crate::service::verify_cache::VerifyCache>>,
+    ) {
         let this = self.clone();
         let org_id = org_id.clone();
+        let cache = cache.cloned();
         let task = tokio::spawn(async move {
             if let Err(err) = this.reload_org(&org_id).await {
                 tracing::warn!(%org_id, error = %err, "could not read an org back after writing it; the change feed will bring it");
+            }
+            if let Some(cache) = cache {
+                cache.forget_org(&org_id);
             }
         });
         let _ = task.await;

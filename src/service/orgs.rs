@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::{
     Error,
     domain::{
-        caller::Actor,
+        caller::{Actor, OrgAccess},
         host,
         ids::{ClientId, OrgId},
         org::{NewOrg, Org, OrgChanges},
@@ -81,14 +81,17 @@ impl OrgService {
             .store
             .insert_org(id, ClientId::generate(), org, self.clock.now(), event)
             .await?;
-        self.directory.reload_after_write(&org.id).await;
+        self.directory.reload_after_write(&org.id, None).await;
         tracing::info!(org_id = %org.id, client_id = %org.client_id, "org created");
         Ok(org)
     }
 
     /// The org named by `lookup`, from the in-memory directory (no database
     /// round trip: this is the gateway's login path).
-    pub async fn get(&self, lookup: OrgLookup) -> Result<Org, Error> {
+    pub async fn get(&self, lookup: OrgLookup, access: &OrgAccess) -> Result<Org, Error> {
+        if let OrgLookup::Id(id) = &lookup {
+            super::reach(access, id)?;
+        }
         let found = match lookup {
             OrgLookup::Id(id) => self.directory.by_id(&id)?,
             OrgLookup::ClientId(client_id) => self.directory.by_client_id(&client_id)?,
@@ -97,14 +100,18 @@ impl OrgService {
                 self.directory.by_custom_domain(&domain)?
             }
         };
-        found
-            .map(|entry| entry.org.clone())
-            .ok_or(Error::NotFound("org"))
+        match found {
+            Some(entry) => {
+                super::reach(access, &entry.org.id)?;
+                Ok(entry.org.clone())
+            }
+            None => Err(super::missing_for(access, Error::NotFound("org"))),
+        }
     }
 
-    /// A page of orgs in creation order.
-    pub async fn list(&self, page: PageRequest) -> Result<Page<Org>, Error> {
-        self.store.list_orgs(&page).await
+    /// A page of the orgs `access` reaches, in creation order.
+    pub async fn list(&self, page: PageRequest, access: &OrgAccess) -> Result<Page<Org>, Error> {
+        self.store.list_orgs(&page, access.orgs()).await
     }
 
     /// Applies validated changes to the org `id`.
@@ -121,7 +128,7 @@ impl OrgService {
             .store
             .update_org(id, changes, self.clock.now(), event)
             .await?;
-        self.directory.reload_after_write(id).await;
+        self.directory.reload_after_write(id, None).await;
         tracing::info!(org_id = %org.id, "org updated");
         Ok(org)
     }
@@ -132,8 +139,10 @@ impl OrgService {
         let event = NewEvent::new(actor, "org.delete", Some(id), id);
         let forget = self.cache.forget_when_done(id);
         self.store.delete_org(id, self.clock.now(), event).await?;
+        self.directory
+            .reload_after_write(id, Some(&self.cache))
+            .await;
         drop(forget);
-        self.directory.reload_after_write(id).await;
         tracing::info!(org_id = %id, "org deleted");
         Ok(())
     }

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     Error,
     domain::{
-        caller::Actor,
+        caller::{Actor, OrgAccess},
         ids::{ClientId, OrgId, SecretId},
         secret::{self, ClientSecretState, Presented, StoredHash},
     },
@@ -250,6 +250,7 @@ impl VerifyService {
         &self,
         client_id: Option<&ClientId>,
         client_secret: SecretString,
+        access: &OrgAccess,
     ) -> Result<Verdict, Error> {
         let Some(client_id) = client_id else {
             // It may be a secret sent in the wrong field: it stays out of the logs.
@@ -263,7 +264,12 @@ impl VerifyService {
             return Ok(verdict);
         };
         let presented = secret::classify(client_secret.expose_secret());
-        let entry = self.directory.by_client_id(client_id);
+        // A client of an org the caller does not reach is answered as unknown
+        // (the same work, the same `false`).
+        let entry = self
+            .directory
+            .by_client_id(client_id)
+            .map(|entry| entry.filter(|e| access.reaches(&e.org.id)));
         if let Presented::Malformed(reason) = presented {
             // Certain whatever the store says: refused without any hashing.
             let mut judged = Judged::refused(Refusal::MalformedSecret(reason));
@@ -274,7 +280,7 @@ impl VerifyService {
         if !holds(entry.as_deref(), &presented)
             && let Some(again) = self.directory.recheck(client_id, entry.as_deref()).await
         {
-            entry = again;
+            entry = again.filter(|e| access.reaches(&e.org.id));
         }
         if let Presented::Generated { secret_id } = &presented {
             let found = entry.as_deref().and_then(|e| e.secret(secret_id));
@@ -538,7 +544,7 @@ impl VerifyService {
             match replaced {
                 Ok(true) => {
                     tracing::info!(%org_id, %secret_id, to = if generated { "sha256" } else { "argon2id" }, "stored hash replaced by today's format");
-                    directory.reload_after_write(&org_id).await;
+                    directory.reload_after_write(&org_id, None).await;
                 }
                 Ok(false) => {}
                 Err(err) => {

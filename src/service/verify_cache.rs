@@ -234,6 +234,16 @@ impl VerifyCache {
         None
     }
 
+    /// Forgets the cached verdicts of `org_id` but keeps its known-good keys (no
+    /// verdict, only priority past the throttle): for a change this process made
+    /// itself and already forgot, seen again in the change feed.
+    pub fn forget_verdicts(&self, org_id: &OrgId) {
+        if let Ok(mut entries) = self.entries.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entries.retain(|_, e| &*e.org_id != org_id.as_str());
+        }
+    }
+
     /// Forgets every verdict of `org_id`.
     pub fn forget_org(&self, org_id: &OrgId) {
         if let Ok(mut entries) = self.entries.write() {
@@ -270,8 +280,8 @@ impl VerifyCache {
 /// Forgets an org's verdicts when dropped. A write that changes what verifies
 /// creates it before the store call: the org is forgotten after the commit even
 /// when the RPC is cancelled meanwhile, or the commit's answer is lost after the
-/// database committed — this process's change feed skips its own changes, so
-/// nothing else would.
+/// database committed (the change feed's next poll reads the org again and
+/// forgets it once more, after the directory holds the new state).
 #[must_use = "the org is forgotten when this is dropped"]
 pub struct ForgetOnDrop {
     cache: Arc<VerifyCache>,

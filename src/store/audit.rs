@@ -121,6 +121,9 @@ impl Store {
         if let Some(org_id) = &filter.org_id {
             query = query.filter(audit_events::Column::OrgId.eq(org_id.as_str()));
         }
+        if let Some(only) = &filter.only_orgs {
+            query = query.filter(audit_events::Column::OrgId.is_in(only.iter().map(OrgId::as_str)));
+        }
         if let Some(action) = &filter.action {
             query = query.filter(audit_events::Column::Action.eq(action.as_str()));
         }

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
 };
 
 use super::{
@@ -12,12 +12,14 @@ use super::{
     audit::{self, NewEvent},
     commit_with_event,
     entities::caller_tokens,
+    page_of,
 };
 use crate::{
     Error,
     domain::{
-        caller::{CallerToken, Scopes},
-        ids::CallerTokenId,
+        caller::{CallerToken, OrgAccess, Scopes},
+        ids::{CallerTokenId, OrgId},
+        paging::{Page, PageRequest},
     },
 };
 
@@ -32,6 +34,8 @@ pub struct LiveToken {
     pub name: String,
     /// Its scopes.
     pub scopes: Scopes,
+    /// The orgs it reaches.
+    pub orgs: OrgAccess,
     /// When it stops working, if ever.
     pub expire_time: Option<DateTime<Utc>>,
     /// Stored scope names this build does not know (written by a newer version);
@@ -43,6 +47,7 @@ impl From<caller_tokens::Model> for CallerToken {
     fn from(row: caller_tokens::Model) -> Self {
         CallerToken {
             scopes: Scopes::parse_stored(&row.scopes).0,
+            orgs: OrgAccess::from_stored(&row.org_ids),
             id: CallerTokenId::from_stored(row.id),
             name: row.name,
             hint: row.hint,
@@ -63,6 +68,7 @@ impl Store {
         id: CallerTokenId,
         name: &str,
         scopes: Scopes,
+        orgs: &OrgAccess,
         digest: String,
         hint: String,
         expire_time: Option<DateTime<Utc>>,
@@ -75,6 +81,7 @@ impl Store {
             name: Set(name.to_owned()),
             digest: Set(digest),
             scopes: Set(scopes.to_names()),
+            org_ids: Set(orgs.to_stored()),
             hint: Set(hint),
             create_time: Set(now),
             expire_time: Set(expire_time),
@@ -122,6 +129,7 @@ impl Store {
                 LiveToken {
                     scopes,
                     unknown_scopes,
+                    orgs: OrgAccess::from_stored(&row.org_ids),
                     id: CallerTokenId::from_stored(row.id),
                     digest: row.digest,
                     name: row.name,
@@ -131,27 +139,93 @@ impl Store {
             .collect())
     }
 
-    /// Revokes the live token named `name`.
-    #[tracing::instrument(name = "store.revoke_token", skip_all)]
-    pub async fn revoke_token(
+    /// One page of tokens, oldest first, of those `reach` covers (`None`: all).
+    #[tracing::instrument(name = "store.page_tokens", skip_all)]
+    pub async fn page_tokens(
         &self,
-        name: &str,
+        page: &PageRequest,
+        reach: Option<&[OrgId]>,
+    ) -> Result<Page<CallerToken>, Error> {
+        // A token limited to orgs is covered when each of its orgs is reachable;
+        // with few orgs per token this filter runs in memory over one page at a
+        // time, so pages may come back short (the token still continues them).
+        let Some(reach) = reach else {
+            return page_of(
+                &self.db,
+                caller_tokens::Entity::find(),
+                caller_tokens::Column::Id,
+                Order::Asc,
+                page,
+                |row| Ok(CallerToken::from(row)),
+            )
+            .await;
+        };
+        // An org-limited admin sees only tokens limited to its orgs: one of its
+        // orgs in the stored list is a cheap pre-filter, the check is exact.
+        let mut query = caller_tokens::Entity::find().filter(caller_tokens::Column::OrgIds.ne(""));
+        let mut any = sea_orm::Condition::any();
+        for org in reach {
+            any = any.add(caller_tokens::Column::OrgIds.contains(org.as_str()));
+        }
+        query = query.filter(any);
+        let access = OrgAccess::of(reach.to_vec());
+        let mut result = page_of(
+            &self.db,
+            query,
+            caller_tokens::Column::Id,
+            Order::Asc,
+            page,
+            |row| Ok(CallerToken::from(row)),
+        )
+        .await?;
+        result.items.retain(|token| access.covers(&token.orgs));
+        Ok(result)
+    }
+
+    /// The token `id`.
+    #[tracing::instrument(name = "store.find_token", skip_all)]
+    pub async fn find_token(&self, id: &CallerTokenId) -> Result<Option<CallerToken>, Error> {
+        Ok(caller_tokens::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await?
+            .map(CallerToken::from))
+    }
+
+    /// Revokes the live token `id`, answering it as revoked.
+    #[tracing::instrument(name = "store.revoke_token_by_id", skip_all)]
+    pub async fn revoke_token_by_id(
+        &self,
+        id: &CallerTokenId,
         now: DateTime<Utc>,
         event: NewEvent,
-    ) -> Result<(), Error> {
+    ) -> Result<CallerToken, Error> {
         let txn = self.db.begin().await?;
         let result = caller_tokens::Entity::update_many()
             .col_expr(caller_tokens::Column::RevokeTime, Expr::value(now))
-            .filter(caller_tokens::Column::Name.eq(name))
+            .filter(caller_tokens::Column::Id.eq(id.as_str()))
             .filter(caller_tokens::Column::RevokeTime.is_null())
             .exec(&txn)
             .await?;
         if result.rows_affected == 0 {
-            return Err(Error::NotFound("live caller token"));
+            return Err(
+                match caller_tokens::Entity::find_by_id(id.as_str())
+                    .one(&txn)
+                    .await?
+                {
+                    Some(_) => {
+                        Error::FailedPrecondition("the caller token is already revoked".into())
+                    }
+                    None => Error::NotFound("caller token"),
+                },
+            );
         }
         audit::append(&txn, event, now).await?;
+        let row = caller_tokens::Entity::find_by_id(id.as_str())
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound("caller token"))?;
         txn.commit().await?;
-        Ok(())
+        Ok(row.into())
     }
 
     /// Records that the tokens `ids` were used at `now`.

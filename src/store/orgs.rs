@@ -113,17 +113,21 @@ impl Store {
             .map(Org::from))
     }
 
-    /// One page of live orgs in id order (which is creation order).
+    /// One page of live orgs in id order (which is creation order), of `only`
+    /// when given.
     #[tracing::instrument(name = "store.list_orgs", skip_all)]
-    pub async fn list_orgs(&self, page: &PageRequest) -> Result<Page<Org>, Error> {
-        page_of(
-            &self.db,
-            live(),
-            orgs::Column::Id,
-            Order::Asc,
-            page,
-            |row| Ok(Org::from(row)),
-        )
+    pub async fn list_orgs(
+        &self,
+        page: &PageRequest,
+        only: Option<&[OrgId]>,
+    ) -> Result<Page<Org>, Error> {
+        let mut query = live();
+        if let Some(only) = only {
+            query = query.filter(orgs::Column::Id.is_in(only.iter().map(OrgId::as_str)));
+        }
+        page_of(&self.db, query, orgs::Column::Id, Order::Asc, page, |row| {
+            Ok(Org::from(row))
+        })
         .await
     }
 

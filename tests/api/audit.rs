@@ -202,9 +202,9 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
     assert_eq!(trail.len(), 9);
 
     // Caller tokens are managed beside the server (the command line): their events
-    // belong to no org and name the token.
+    // belong to no org and name the token by its id.
     let (_, tokens) = tokens_of(&app).await;
-    tokens
+    let (created, _) = tokens
         .create(&Actor::cli(), "ci", Scopes::of([Scope::AuditRead]), None)
         .await
         .unwrap();
@@ -223,7 +223,8 @@ async fn every_write_leaves_one_event_with_who_what_and_request(backend: Backend
             (only[0].caller.as_str(), only[0].org_id.as_str()),
             ("cli", "")
         );
-        assert_eq!(only[0].target_id, "ci");
+        assert_eq!(only[0].target_id, created.id.as_str());
+        assert!(only[0].details.contains("\"ci\""), "{}", only[0].details);
         assert_eq!(only[0].outcome, "ok");
     }
 }

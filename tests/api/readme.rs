@@ -2,7 +2,8 @@
 //! "Walk-through with grpcurl" to the end, in order, against a fresh credd, with the
 //! grpcurl README names — but blocks right after a `<!-- not run by
 //! tests/api/readme.rs: why -->` line (one that starts a second server). A command's trailing comment is the answer the text
-//! promises, and is checked: `{}` (an empty answer), `"valid": true`, `allowed`,
+//! promises, and is checked: `{}` (an empty answer), `"valid": true` or another JSON
+//! fragment of the answer (`"reason": "…"`), `allowed`,
 //! or a gRPC error code (`InvalidArgument`, `PermissionDenied`); any other command
 //! must succeed. A README that drifts from the product fails here.
 
@@ -112,6 +113,14 @@ fn checked(command: &str) -> String {
         r#"[ "$rc" = 0 ] && echo "$out" | grep -q '"valid": true'"#.to_owned()
     } else if promise.starts_with("allowed") {
         r#"[ "$rc" = 0 ] && echo "$out" | grep -q '"allowed": true'"#.to_owned()
+    } else if promise.starts_with('"') {
+        // A JSON fragment of the answer, up to a parenthesised remark.
+        let fragment = promise
+            .split(" (")
+            .next()
+            .unwrap_or(promise)
+            .replace('\'', "");
+        format!(r#"[ "$rc" = 0 ] && echo "$out" | grep -qF '{fragment}'"#)
     } else if let Some(code) = ["InvalidArgument", "PermissionDenied"]
         .into_iter()
         .find(|code| promise.starts_with(code))

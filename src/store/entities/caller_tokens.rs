@@ -10,6 +10,7 @@ pub struct Model {
     pub name: String,
     pub digest: String,
     pub scopes: String,
+    pub org_ids: String,
     pub hint: String,
     pub create_time: DateTimeUtc,
     pub expire_time: Option<DateTimeUtc>,
