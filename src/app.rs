@@ -110,6 +110,9 @@ pub struct App {
     directory: Arc<Directory>,
     feed_start: FeedPosition,
     default_login_domain: String,
+    clock: Arc<dyn Clock>,
+    sweep_interval: Duration,
+    expiry_warning: Duration,
 }
 
 /// The limits every connection and RPC runs under.
@@ -190,6 +193,7 @@ impl App {
             .await
             .map_err(|err| StartError::Config(format!("cannot read caller tokens: {err}")))?;
         let tokens = TokenService::new(store.clone(), clock.clone());
+        let sweep_clock = clock.clone();
         let directory = Directory::new(store.clone(), settings.stale_if_error);
         // Where the change feed stands before the load: a change committed during
         // it is read again from there.
@@ -264,6 +268,9 @@ impl App {
             directory,
             feed_start,
             default_login_domain: settings.default_login_domain.clone(),
+            clock: sweep_clock,
+            sweep_interval: settings.sweep_interval.unwrap_or(Duration::from_secs(5)),
+            expiry_warning: settings.expiry_warning,
         })
     }
 
@@ -340,6 +347,7 @@ impl App {
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
 
+        let refusals = Arc::new(crate::service::audit::RefusalTally::default());
         let limits = self.limits;
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
@@ -353,7 +361,7 @@ impl App {
         }
         let max = limits.max_request_bytes;
         let router = builder
-            .layer(RpcLayer::new(self.authenticator.clone()))
+            .layer(RpcLayer::new(self.authenticator.clone(), refusals.clone()))
             .add_service(health_service.max_decoding_message_size(max))
             .add_service(reflection_v1.max_decoding_message_size(max))
             .add_service(reflection_v1alpha.max_decoding_message_size(max))
@@ -376,8 +384,11 @@ impl App {
                     .max_decoding_message_size(max),
             )
             .add_service(
-                CallerTokensServer::new(CallerTokensGrpc::new(self.tokens.clone()))
-                    .max_decoding_message_size(max),
+                CallerTokensServer::new(CallerTokensGrpc::new(
+                    self.tokens.clone(),
+                    self.authenticator.clone(),
+                ))
+                .max_decoding_message_size(max),
             )
             .add_service(
                 GatewayServer::new(GatewayGrpc::new(
@@ -392,7 +403,16 @@ impl App {
         let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
         background.spawn(|stop| background::refresh_callers(authenticator, store, stop));
         let verifier = self.verifier.clone();
-        background.spawn(|stop| background::flush_failed_verifications(verifier, stop));
+        let (tally_store, tally_clock) = (self.store.clone(), self.clock.clone());
+        background.spawn(move |stop| {
+            background::flush_failed_verifications(
+                verifier,
+                refusals,
+                tally_store,
+                tally_clock,
+                stop,
+            )
+        });
         let verifier = self.verifier.clone();
         background.spawn(|stop| background::flush_refusal_log(verifier, stop));
         let follow = background::Follow {
@@ -403,6 +423,10 @@ impl App {
             start: self.feed_start,
         };
         background.spawn(|stop| background::follow_changes(follow, stop));
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let (sweep_every, warning) = (self.sweep_interval, self.expiry_warning);
+        background
+            .spawn(move |stop| background::sweep_secrets(store, clock, sweep_every, warning, stop));
         let (store, health, directory) = (
             self.store.clone(),
             self.health.clone(),

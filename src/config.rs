@@ -218,6 +218,17 @@ pub struct Settings {
           value_parser = parse_stale_if_error)]
     pub stale_if_error: Duration,
 
+    /// How long before a secret stops verifying it counts as expiring (the
+    /// `credd_secrets_expiring` metric).
+    #[arg(long, env = "CREDD_EXPIRY_WARNING", default_value = "14d", value_name = "DURATION",
+          value_parser = parse_duration_of("CREDD_EXPIRY_WARNING"))]
+    pub expiry_warning: Duration,
+
+    /// How often secrets past their end are stored as such (tests speed it up).
+    /// Not a flag.
+    #[arg(skip)]
+    pub sweep_interval: Option<Duration>,
+
     /// How often the change counter is polled (tests slow it down to show that
     /// PostgreSQL notifications alone invalidate at once); `None`: the store's own
     /// interval. Not a flag.

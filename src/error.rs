@@ -34,6 +34,9 @@ pub enum Error {
     /// The store cannot be reached; the caller may retry.
     #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A concurrent write won a race; retrying may succeed.
+    #[error("aborted: {0}")]
+    Aborted(&'static str),
     /// Too much work is queued; the caller may retry later.
     #[error("overloaded: {0}")]
     Overloaded(&'static str),
@@ -89,6 +92,7 @@ impl From<Error> for Status {
                 Status::unavailable("store unavailable, retry later")
             }
             Error::Overloaded(_) => Status::resource_exhausted(error.to_string()),
+            Error::Aborted(_) => Status::aborted(error.to_string()),
             Error::Internal(source) => {
                 tracing::error!(error = %error_chain(source.as_ref()), "internal error");
                 Status::internal("internal error")

@@ -81,6 +81,11 @@ pub struct Metrics {
     pub verify_cache: Family<CacheLabels, Counter>,
     /// Refused verifications of an existing client, by its org.
     pub verify_failures: Family<OrgLabels, Counter>,
+    /// ACTIVE or RETIRING secrets that stop verifying within CREDD_EXPIRY_WARNING,
+    /// by org.
+    pub secrets_expiring: Family<OrgLabels, Gauge>,
+    /// Secret ends (expiries, grace ends) the sweeper stored.
+    pub secrets_ended: Counter,
     /// Verifications refused by the per-client throttle.
     pub verify_throttled: Counter,
     /// argon2 computations running now.
@@ -122,6 +127,8 @@ impl Metrics {
         let verify_outcomes = Family::<OutcomeLabels, Counter>::default();
         let verify_cache = Family::<CacheLabels, Counter>::default();
         let verify_failures = Family::<OrgLabels, Counter>::default();
+        let secrets_expiring = Family::<OrgLabels, Gauge>::default();
+        let secrets_ended = Counter::default();
         let argon2_queue_capacity = Gauge::default();
         let store_up = Gauge::default();
         let verify_throttled = Counter::default();
@@ -157,6 +164,16 @@ impl Metrics {
             "verify_failures",
             "Refused verifications of an existing client, by org",
             verify_failures.clone(),
+        );
+        registry.register(
+            "secrets_expiring",
+            "ACTIVE or RETIRING secrets that stop verifying within CREDD_EXPIRY_WARNING, by org",
+            secrets_expiring.clone(),
+        );
+        registry.register(
+            "secrets_ended",
+            "Secret expiries and grace ends the sweeper stored",
+            secrets_ended.clone(),
         );
         registry.register(
             "argon2_queue_capacity",
@@ -225,6 +242,8 @@ impl Metrics {
             verify_outcomes,
             verify_cache,
             verify_failures,
+            secrets_expiring,
+            secrets_ended,
             argon2_queue_capacity,
             store_up,
             verify_throttled,

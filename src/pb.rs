@@ -32,7 +32,7 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug!(GenerateClientSecretResponse { secret } hides plaintext);
-redacted_debug!(ImportClientSecretRequest { org_id, description } hides plaintext);
+redacted_debug!(ImportClientSecretRequest { org_id, description, activate } hides plaintext);
 redacted_debug!(ActivateClientSecretRequest { org_id, secret, grace_period } hides plaintext);
 redacted_debug!(VerifyClientSecretRequest { client_id } hides client_secret);
 redacted_debug!(CreateCallerTokenResponse { caller_token } hides plaintext);
@@ -65,7 +65,8 @@ mod tests {
                 ImportClientSecretRequest {
                     org_id: "o".into(),
                     plaintext: "s3cr3t-value".into(),
-                    description: String::new()
+                    description: String::new(),
+                    ..Default::default()
                 }
             ),
             format!(

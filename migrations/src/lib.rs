@@ -11,6 +11,7 @@ mod m20261122_000005_create_caller_tokens;
 mod m20261122_000006_create_change_counter;
 mod m20261201_000007_create_change_log;
 mod m20261202_000008_add_caller_token_org_ids;
+mod m20261202_000009_add_credential_lifecycle;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_create_change_counter::Migration),
             Box::new(m20261201_000007_create_change_log::Migration),
             Box::new(m20261202_000008_add_caller_token_org_ids::Migration),
+            Box::new(m20261202_000009_add_credential_lifecycle::Migration),
         ]
     }
 }

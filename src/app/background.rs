@@ -128,13 +128,22 @@ async fn flush_token_use(authenticator: &Authenticator, store: &Store) {
     }
 }
 
-/// Writes the failed-verification counts to the audit trail once a minute, and
+/// Writes the failed-verification counts and the refused calls to the audit
+/// trail once a minute (`verify.failed` per org, `auth.refused` per caller), and
 /// once more at stop.
-pub(super) async fn flush_failed_verifications(verifier: VerifyService, mut stop: Stop) {
+pub(super) async fn flush_failed_verifications(
+    verifier: VerifyService,
+    refusals: Arc<crate::service::audit::RefusalTally>,
+    store: Store,
+    clock: Arc<dyn crate::service::Clock>,
+    mut stop: Stop,
+) {
     while stop.sleep(Duration::from_secs(60)).await {
         verifier.flush_failed_verifications().await;
+        refusals.flush(&store, clock.now()).await;
     }
     verifier.flush_failed_verifications().await;
+    refusals.flush(&store, clock.now()).await;
 }
 
 /// Sums up refused verifications in the log every few seconds, and once more at
@@ -200,6 +209,70 @@ pub(super) async fn probe_store(
             };
             health.set_service_status("", status).await;
             METRICS.serving.set(i64::from(ready));
+        }
+    }
+}
+
+/// How often the expiring-secrets gauge is read again.
+const EXPIRING_EVERY: Duration = Duration::from_secs(30);
+
+/// Stores the ends of secrets as they pass (expiries of pending and active
+/// secrets, grace ends), every `every`, with their audit events; and keeps the
+/// `credd_secrets_expiring` gauge per org. Ends are also judged at verify time to
+/// the second, so a late sweep never lets an expired secret verify: the sweep
+/// is what makes them visible to lists, the trail and other replicas' caches.
+pub(super) async fn sweep_secrets(
+    store: Store,
+    clock: Arc<dyn crate::service::Clock>,
+    every: Duration,
+    warning: Duration,
+    mut stop: Stop,
+) {
+    let actor = crate::domain::caller::Actor::internal("credd");
+    let warning = chrono::Duration::from_std(warning).unwrap_or(chrono::Duration::days(14));
+    let mut last_gauge: Option<std::time::Instant> = None;
+    let mut gauged: std::collections::HashSet<crate::domain::ids::OrgId> = Default::default();
+    while stop.sleep(every).await {
+        let now = clock.now();
+        match tokio::time::timeout(FEED_TIMEOUT * 5, store.sweep_secret_ends(now, 500, &actor))
+            .await
+        {
+            Ok(Ok(ended)) => {
+                for end in &ended {
+                    tracing::info!(org_id = %end.org_id, secret_id = %end.secret_id, from = end.from.as_str(), to = end.to.as_str(), "client secret ended");
+                }
+                METRICS.secrets_ended.inc_by(ended.len() as u64);
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "could not sweep secret ends; the next sweep will")
+            }
+            Err(_) => tracing::debug!("sweeping secret ends timed out"),
+        }
+        if last_gauge.is_some_and(|at| at.elapsed() < EXPIRING_EVERY) {
+            continue;
+        }
+        last_gauge = Some(std::time::Instant::now());
+        if let Ok(Ok(counts)) =
+            tokio::time::timeout(FEED_TIMEOUT * 5, store.expiring_by_org(now, now + warning)).await
+        {
+            let mut seen = std::collections::HashSet::new();
+            for (org_id, count) in counts {
+                METRICS
+                    .secrets_expiring
+                    .get_or_create(&crate::metrics::OrgLabels {
+                        org_id: org_id.as_str().to_owned(),
+                    })
+                    .set(count as i64);
+                seen.insert(org_id);
+            }
+            // An org with nothing expiring (or deleted) leaves the family: no
+            // series per org that ever had a secret.
+            for org_id in gauged.difference(&seen) {
+                METRICS.secrets_expiring.remove(&crate::metrics::OrgLabels {
+                    org_id: org_id.as_str().to_owned(),
+                });
+            }
+            gauged = seen;
         }
     }
 }

@@ -246,6 +246,7 @@ async fn main() -> Result<(), BoxError> {
                         .generate_client_secret(GenerateClientSecretRequest {
                             org_id: clients[0].org_id.clone(),
                             description: String::new(),
+                            ..Default::default()
                         })
                         .await
                         .map(drop),
@@ -412,6 +413,7 @@ async fn new_active_import(
             org_id: org_id.into(),
             plaintext: plaintext.clone(),
             description: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -534,6 +536,7 @@ async fn new_active_secret(
         .generate_client_secret(GenerateClientSecretRequest {
             org_id: org_id.into(),
             description: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();

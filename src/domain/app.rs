@@ -459,6 +459,26 @@ pub fn parse_app_link(field: &str, value: &str, main_website: &str) -> Result<St
     Ok(value.to_owned())
 }
 
+/// The native apps of `apps` whose App Link would be on the host of
+/// `main_website` (UpdateOrg refuses such a website).
+pub fn links_on_website_host<'a>(
+    apps: &'a [AppRegistration],
+    main_website: &str,
+) -> Vec<&'a AppRegistration> {
+    let website_host = url::Url::parse(main_website)
+        .ok()
+        .and_then(|u| u.host_str().map(host::canonical_host));
+    apps.iter()
+        .filter(|app| app.platform() != Platform::Web)
+        .filter(|app| {
+            url::Url::parse(app.redirect_uri())
+                .ok()
+                .and_then(|u| u.host_str().map(host::canonical_host))
+                .is_some_and(|link| Some(link) == website_host)
+        })
+        .collect()
+}
+
 /// A web app's OAuth callback URL: https, or http only on a loopback host
 /// (RFC 8252 §7.3); no user info, no fragment, no wildcard.
 pub fn parse_callback_url(field: &str, value: &str) -> Result<String, Violation> {

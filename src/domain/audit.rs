@@ -41,6 +41,8 @@ pub struct AuditFilter {
     pub start_time: Option<DateTime<Utc>>,
     /// Before.
     pub end_time: Option<DateTime<Utc>>,
+    /// Only events about this thing (`target_id`).
+    pub target_id: Option<String>,
     /// Only events of these orgs (a caller limited to them); `None`: any.
     pub only_orgs: Option<Vec<OrgId>>,
 }

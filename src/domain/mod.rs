@@ -9,6 +9,7 @@ pub mod ids;
 pub mod link;
 pub mod org;
 pub mod paging;
+pub mod policy;
 pub mod secret;
 
 /// One broken rule: the request field and, in plain words, the rule it broke.

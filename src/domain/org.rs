@@ -6,6 +6,7 @@ use super::{
     Violation, host,
     ids::{ClientId, OrgId},
     paging::Keyed,
+    policy::CredentialPolicy,
 };
 
 /// The longest org or app name.
@@ -30,6 +31,8 @@ pub struct Org {
     pub create_time: DateTime<Utc>,
     /// Last change.
     pub update_time: DateTime<Utc>,
+    /// The rules its secrets follow.
+    pub credential_policy: super::policy::CredentialPolicy,
 }
 
 impl Org {
@@ -104,24 +107,148 @@ pub struct OrgChanges {
     pub main_website: Option<String>,
     /// New custom domain; `Some(None)` removes it.
     pub custom_domain: Option<Option<String>>,
+    /// Changes to the credential policy.
+    pub credential_policy: Option<PolicyChange>,
+}
+
+/// A credential policy as a request sends it: a duration is `None` when unset
+/// and `Some(zero)` for "no limit".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyInput {
+    /// `max_secret_lifetime`.
+    pub max_secret_lifetime: Option<chrono::Duration>,
+    /// `default_secret_lifetime`.
+    pub default_secret_lifetime: Option<chrono::Duration>,
+    /// `pending_ttl`.
+    pub pending_ttl: Option<chrono::Duration>,
+    /// `max_pending_secrets` (zero: no limit).
+    pub max_pending_secrets: i32,
+    /// `allow_import`.
+    pub allow_import: bool,
+    /// `max_grace_period`.
+    pub max_grace_period: Option<chrono::Duration>,
+}
+
+/// The policy fields an update mask may name, as `credential_policy.<field>`.
+pub const POLICY_FIELDS: &[&str] = &[
+    "max_secret_lifetime",
+    "default_secret_lifetime",
+    "pending_ttl",
+    "max_pending_secrets",
+    "allow_import",
+    "max_grace_period",
+];
+
+/// A change to an org's credential policy: the whole of it, or some fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    input: PolicyInput,
+    /// `None`: the whole policy (unset durations take their defaults).
+    fields: Option<Vec<&'static str>>,
+}
+
+fn limit(
+    duration: Option<chrono::Duration>,
+    default: Option<chrono::Duration>,
+) -> Option<chrono::Duration> {
+    match duration {
+        None => default,
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    }
+}
+
+impl PolicyChange {
+    /// The policy after this change to `current`, checked (violations name
+    /// `credential_policy.<field>`).
+    pub fn apply(&self, current: CredentialPolicy) -> Result<CredentialPolicy, Vec<Violation>> {
+        let defaults = CredentialPolicy::default();
+        let input = &self.input;
+        let wanted = CredentialPolicy {
+            max_secret_lifetime: limit(input.max_secret_lifetime, defaults.max_secret_lifetime),
+            default_secret_lifetime: limit(
+                input.default_secret_lifetime,
+                defaults.default_secret_lifetime,
+            ),
+            pending_ttl: limit(input.pending_ttl, defaults.pending_ttl),
+            max_pending_secrets: u32::try_from(input.max_pending_secrets)
+                .ok()
+                .filter(|n| *n > 0),
+            allow_import: input.allow_import,
+            max_grace_period: limit(input.max_grace_period, defaults.max_grace_period),
+        };
+        if input.max_pending_secrets < 0 {
+            return Err(vec![Violation::new(
+                "credential_policy.max_pending_secrets",
+                "must be zero (no limit) or positive",
+            )]);
+        }
+        let policy = match &self.fields {
+            None => wanted,
+            Some(fields) => {
+                let mut policy = current;
+                for field in fields {
+                    match *field {
+                        "max_secret_lifetime" => {
+                            policy.max_secret_lifetime = wanted.max_secret_lifetime;
+                        }
+                        "default_secret_lifetime" => {
+                            policy.default_secret_lifetime = wanted.default_secret_lifetime;
+                        }
+                        "pending_ttl" => policy.pending_ttl = wanted.pending_ttl,
+                        "max_pending_secrets" => {
+                            policy.max_pending_secrets = wanted.max_pending_secrets;
+                        }
+                        "allow_import" => policy.allow_import = wanted.allow_import,
+                        _ => policy.max_grace_period = wanted.max_grace_period,
+                    }
+                }
+                policy
+            }
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// The mask paths it changes, for the audit trail.
+    pub fn paths(&self) -> Vec<String> {
+        match &self.fields {
+            None => vec!["credential_policy".into()],
+            Some(fields) => fields
+                .iter()
+                .map(|f| format!("credential_policy.{f}"))
+                .collect(),
+        }
+    }
 }
 
 /// The fields of an org that an update mask may name.
-pub const UPDATABLE_FIELDS: &[&str] = &["name", "main_website", "custom_domain"];
+pub const UPDATABLE_FIELDS: &[&str] = &[
+    "name",
+    "main_website",
+    "custom_domain",
+    "credential_policy",
+    "credential_policy.<field>",
+];
 /// Fields that never change once the org exists.
 pub const IMMUTABLE_FIELDS: &[&str] = &["id", "client_id"];
 
 impl OrgChanges {
     /// The names of the fields this update changes (for the audit trail).
-    pub fn field_names(&self) -> Vec<&'static str> {
-        [
+    pub fn field_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [
             self.name.is_some().then_some("name"),
             self.main_website.is_some().then_some("main_website"),
             self.custom_domain.is_some().then_some("custom_domain"),
         ]
         .into_iter()
         .flatten()
-        .collect()
+        .map(str::to_owned)
+        .collect();
+        if let Some(policy) = &self.credential_policy {
+            names.extend(policy.paths());
+        }
+        names
     }
 
     /// Validates an update: `paths` is the update mask, the other arguments the
@@ -131,16 +258,36 @@ impl OrgChanges {
         name: &str,
         main_website: &str,
         custom_domain: &str,
+        policy: PolicyInput,
     ) -> Result<Self, Vec<Violation>> {
         if paths.is_empty() {
             return Err(vec![Violation::new(
                 "update_mask",
-                "must name at least one of: name, main_website, custom_domain",
+                format!("must name at least one of: {}", UPDATABLE_FIELDS.join(", ")),
             )]);
         }
         let mut changes = OrgChanges::default();
         let mut violations = Vec::new();
+        let mut policy_fields: Option<Vec<&'static str>> = Some(Vec::new());
+        let mut whole_policy = false;
         for path in paths {
+            if path == "credential_policy" {
+                whole_policy = true;
+                continue;
+            }
+            if let Some(field) = path.strip_prefix("credential_policy.") {
+                match POLICY_FIELDS.iter().find(|f| **f == field) {
+                    Some(known) => policy_fields.get_or_insert_with(Vec::new).push(known),
+                    None => violations.push(Violation::new(
+                        "update_mask",
+                        format!(
+                            "unknown field `{path}`; credential_policy's fields are {}",
+                            POLICY_FIELDS.join(", ")
+                        ),
+                    )),
+                }
+                continue;
+            }
             match path.as_str() {
                 "name" => match parse_name("org.name", name) {
                     Ok(value) => changes.name = Some(value),
@@ -160,9 +307,21 @@ impl OrgChanges {
                 )),
                 other => violations.push(Violation::new(
                     "update_mask",
-                    format!("unknown field `{other}`; updatable fields are name, main_website, custom_domain"),
+                    format!(
+                        "unknown field `{other}`; updatable fields are {}",
+                        UPDATABLE_FIELDS.join(", ")
+                    ),
                 )),
             }
+        }
+        if whole_policy {
+            policy_fields = None;
+        }
+        if whole_policy || policy_fields.as_ref().is_some_and(|f| !f.is_empty()) {
+            changes.credential_policy = Some(PolicyChange {
+                input: policy,
+                fields: policy_fields,
+            });
         }
         if violations.is_empty() {
             Ok(changes)
@@ -289,13 +448,77 @@ mod tests {
     #[test]
     fn updates_refuse_immutable_unknown_and_empty_masks() {
         let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let err = OrgChanges::parse(&paths(&["client_id"]), "", "", "").unwrap_err();
+        let err = OrgChanges::parse(&paths(&["client_id"]), "", "", "", PolicyInput::default())
+            .unwrap_err();
         assert_eq!(fields(&err), ["update_mask"]);
-        assert!(OrgChanges::parse(&paths(&["id"]), "", "", "").is_err());
-        assert!(OrgChanges::parse(&paths(&["colour"]), "", "", "").is_err());
-        assert!(OrgChanges::parse(&[], "", "", "").is_err());
-        let changes = OrgChanges::parse(&paths(&["custom_domain"]), "", "", "").unwrap();
+        assert!(OrgChanges::parse(&paths(&["id"]), "", "", "", PolicyInput::default()).is_err());
+        assert!(
+            OrgChanges::parse(&paths(&["colour"]), "", "", "", PolicyInput::default()).is_err()
+        );
+        assert!(OrgChanges::parse(&[], "", "", "", PolicyInput::default()).is_err());
+        let changes = OrgChanges::parse(
+            &paths(&["custom_domain"]),
+            "",
+            "",
+            "",
+            PolicyInput::default(),
+        )
+        .unwrap();
         assert_eq!(changes.custom_domain, Some(None));
         assert_eq!(changes.name, None);
+    }
+
+    #[test]
+    fn a_policy_changes_whole_or_by_field() {
+        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let days = chrono::Duration::days;
+        let input = PolicyInput {
+            max_secret_lifetime: Some(days(90)),
+            pending_ttl: None,
+            ..PolicyInput::default()
+        };
+        let field = OrgChanges::parse(
+            &paths(&["credential_policy.max_secret_lifetime"]),
+            "",
+            "",
+            "",
+            input.clone(),
+        )
+        .unwrap()
+        .credential_policy
+        .unwrap();
+        let after = field.apply(CredentialPolicy::default()).unwrap();
+        assert_eq!(after.max_secret_lifetime, Some(days(90)));
+        assert_eq!(after.pending_ttl, Some(days(7)), "other fields kept");
+        assert!(after.allow_import, "other fields kept");
+        let whole = OrgChanges::parse(&paths(&["credential_policy"]), "", "", "", input)
+            .unwrap()
+            .credential_policy
+            .unwrap()
+            .apply(CredentialPolicy::default())
+            .unwrap();
+        assert_eq!(whole.pending_ttl, Some(days(7)), "unset: the default");
+        assert!(!whole.allow_import, "the whole policy, as sent");
+        let zero = PolicyInput {
+            pending_ttl: Some(chrono::Duration::zero()),
+            ..PolicyInput::default()
+        };
+        let unlimited =
+            OrgChanges::parse(&paths(&["credential_policy.pending_ttl"]), "", "", "", zero)
+                .unwrap()
+                .credential_policy
+                .unwrap()
+                .apply(CredentialPolicy::default())
+                .unwrap();
+        assert_eq!(unlimited.pending_ttl, None, "zero: no limit");
+        let err = OrgChanges::parse(
+            &paths(&["credential_policy.colour"]),
+            "",
+            "",
+            "",
+            PolicyInput::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err[0].field, "update_mask");
     }
 }

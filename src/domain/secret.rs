@@ -45,8 +45,9 @@ pub const MIN_IMPORT_DISTINCT: usize = 10;
 pub const HINT_LEN: usize = 4;
 /// The longest description.
 pub const MAX_DESCRIPTION_CHARS: usize = 200;
-/// The longest grace period an activation may give the previous secret.
-pub const MAX_GRACE: Duration = Duration::days(30);
+/// The longest grace period any activation may give the previous secret; the
+/// org's policy (`max_grace_period`, 30 days by default) bounds it further.
+pub const MAX_GRACE: Duration = super::policy::MAX_DURATION;
 
 /// The lifecycle state of a client secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +62,8 @@ pub enum ClientSecretState {
     Superseded,
     /// Revoked by an admin.
     Revoked,
+    /// Past its lifetime, or PENDING past its wait for activation.
+    Expired,
 }
 
 impl ClientSecretState {
@@ -72,6 +75,7 @@ impl ClientSecretState {
             Self::Retiring => "RETIRING",
             Self::Superseded => "SUPERSEDED",
             Self::Revoked => "REVOKED",
+            Self::Expired => "EXPIRED",
         }
     }
 
@@ -83,6 +87,7 @@ impl ClientSecretState {
             "RETIRING" => Self::Retiring,
             "SUPERSEDED" => Self::Superseded,
             "REVOKED" => Self::Revoked,
+            "EXPIRED" => Self::Expired,
             _ => return None,
         })
     }
@@ -107,33 +112,54 @@ pub struct ClientSecret {
     pub create_time: DateTime<Utc>,
     /// Activated at.
     pub activate_time: Option<DateTime<Utc>>,
-    /// End of the grace period (RETIRING), or when it was superseded.
+    /// When it stops (or stopped) verifying: the first of its lifetime end, a
+    /// rotation's grace end, its supersession.
     pub expire_time: Option<DateTime<Utc>>,
+    /// The end of its lifetime, fixed when it was issued (`None`: none).
+    pub lifetime_end: Option<DateTime<Utc>>,
+    /// When a PENDING secret stops waiting for activation, fixed when it was
+    /// issued (`None`: it may wait for ever).
+    pub pending_expire_time: Option<DateTime<Utc>>,
     /// Revoked at.
     pub revoke_time: Option<DateTime<Utc>>,
     /// Last successful verification (coalesced to about a minute).
     pub last_used_time: Option<DateTime<Utc>>,
 }
 
-/// The state as of `now` of a secret stored as `state` with `expire_time`: a
-/// RETIRING secret whose grace has ended is SUPERSEDED.
+/// The state as of `now` of a secret that can verify, stored as `state` with
+/// `expire_time`: an ACTIVE one past it is EXPIRED (its lifetime ended), a
+/// RETIRING one past it SUPERSEDED (its grace, or its lifetime, ended).
 pub fn state_at(
     state: ClientSecretState,
     expire_time: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> ClientSecretState {
-    match (state, expire_time) {
-        (ClientSecretState::Retiring, Some(expiry)) if expiry <= now => {
-            ClientSecretState::Superseded
-        }
-        (state, _) => state,
+    let past = expire_time.is_some_and(|end| end <= now);
+    match state {
+        ClientSecretState::Active if past => ClientSecretState::Expired,
+        ClientSecretState::Retiring if past => ClientSecretState::Superseded,
+        state => state,
     }
 }
 
 impl ClientSecret {
-    /// The state as of `now`: a RETIRING secret whose grace has ended is SUPERSEDED.
+    /// The state as of `now`, to the second, whether the sweeper has stored it
+    /// yet or not: a PENDING secret past its wait or its lifetime is EXPIRED, an
+    /// ACTIVE one past its lifetime EXPIRED, a RETIRING one past its lifetime
+    /// EXPIRED and past its grace SUPERSEDED.
     pub fn state_at(&self, now: DateTime<Utc>) -> ClientSecretState {
-        state_at(self.state, self.expire_time, now)
+        let past = |end: Option<DateTime<Utc>>| end.is_some_and(|end| end <= now);
+        match self.state {
+            ClientSecretState::Pending
+                if past(self.pending_expire_time) || past(self.lifetime_end) =>
+            {
+                ClientSecretState::Expired
+            }
+            ClientSecretState::Active | ClientSecretState::Retiring if past(self.lifetime_end) => {
+                ClientSecretState::Expired
+            }
+            state => state_at(state, self.expire_time, now),
+        }
     }
 
     /// Whether the secret verifies at `now`: ACTIVE, or RETIRING before its expiry.
@@ -172,7 +198,9 @@ impl SecretOverview {
                 ClientSecretState::Active => overview.active = Some(secret),
                 ClientSecretState::Pending => overview.pending_count += 1,
                 ClientSecretState::Retiring => overview.retiring.push(secret),
-                ClientSecretState::Superseded | ClientSecretState::Revoked => {}
+                ClientSecretState::Superseded
+                | ClientSecretState::Revoked
+                | ClientSecretState::Expired => {}
             }
         }
         overview
@@ -211,6 +239,8 @@ pub enum ActivationRefused {
     Revoked,
     /// A later activation replaced it (it was ACTIVE once, or its grace ended).
     Superseded,
+    /// Its lifetime or its wait for activation ended.
+    Expired,
 }
 
 impl ActivationRefused {
@@ -221,14 +251,20 @@ impl ActivationRefused {
             Self::Superseded => {
                 "the secret was superseded by a later activation; generate or import a new one"
             }
+            Self::Expired => {
+                "the secret expired (its lifetime, or its wait for activation, ended); generate or import a new one"
+            }
         }
     }
 }
 
 /// The rule of activation: `target` becomes the org's one ACTIVE secret at `now`;
 /// the previous ACTIVE one retires for `grace` (or is superseded at once when
-/// `grace` is zero); earlier rotations' grace ends now. `current` holds the org's
-/// other secrets whose stored state is PENDING, ACTIVE or RETIRING.
+/// `grace` is zero), never past its own lifetime end; earlier rotations' grace
+/// ends now; and every PENDING secret created before `target` is superseded
+/// (the documents: "once activated, any old secrets will be invalidated"), while
+/// newer ones stay. `current` holds the org's other secrets whose stored state is
+/// PENDING, ACTIVE or RETIRING.
 pub fn plan_activation(
     target: &ClientSecret,
     current: &[ClientSecret],
@@ -239,10 +275,15 @@ pub fn plan_activation(
         ClientSecretState::Active => return Ok(Activation::AlreadyActive),
         ClientSecretState::Pending => {}
         ClientSecretState::Revoked => return Err(ActivationRefused::Revoked),
+        ClientSecretState::Expired => return Err(ActivationRefused::Expired),
         ClientSecretState::Retiring | ClientSecretState::Superseded => {
             return Err(ActivationRefused::Superseded);
         }
     }
+    // Never later than its own lifetime end.
+    let bounded = |secret: &ClientSecret, end: DateTime<Utc>| {
+        secret.lifetime_end.map_or(end, |life| life.min(end))
+    };
     let mut transitions = Vec::new();
     for secret in current.iter().filter(|s| s.id != target.id) {
         match secret.state {
@@ -259,9 +300,9 @@ pub fn plan_activation(
             }),
             ClientSecretState::Active => {
                 let (to, end) = if grace > Duration::zero() {
-                    (ClientSecretState::Retiring, now + grace)
+                    (ClientSecretState::Retiring, bounded(secret, now + grace))
                 } else {
-                    (ClientSecretState::Superseded, now)
+                    (ClientSecretState::Superseded, bounded(secret, now))
                 };
                 transitions.push(Transition {
                     secret_id: secret.id.clone(),
@@ -271,6 +312,13 @@ pub fn plan_activation(
                     activate_time: None,
                 });
             }
+            ClientSecretState::Pending if secret.id < target.id => transitions.push(Transition {
+                secret_id: secret.id.clone(),
+                from: ClientSecretState::Pending,
+                to: ClientSecretState::Superseded,
+                expire_time: Some(bounded(secret, now)),
+                activate_time: None,
+            }),
             _ => {}
         }
     }
@@ -625,7 +673,8 @@ pub fn parse_description(field: &str, value: &str) -> Result<String, Violation> 
     Ok(value.to_owned())
 }
 
-/// A grace period: zero (the default) up to 30 days.
+/// A grace period: zero (the default) up to [`MAX_GRACE`]; the org's policy is
+/// checked where the org is known.
 pub fn parse_grace(field: &str, seconds: i64, nanos: i32) -> Result<Duration, Violation> {
     if seconds < 0 || nanos < 0 {
         return Err(Violation::new(field, "must not be negative"));
@@ -635,7 +684,7 @@ pub fn parse_grace(field: &str, seconds: i64, nanos: i32) -> Result<Duration, Vi
     }
     // Compared before building a Duration: huge values would overflow it.
     if seconds > MAX_GRACE.num_seconds() || (seconds == MAX_GRACE.num_seconds() && nanos > 0) {
-        return Err(Violation::new(field, "must be at most 30 days (2592000s)"));
+        return Err(Violation::new(field, "must be at most 3650 days"));
     }
     Ok(Duration::seconds(seconds) + Duration::nanoseconds(i64::from(nanos)))
 }
@@ -796,6 +845,8 @@ mod tests {
             expire_time: None,
             revoke_time: None,
             last_used_time: None,
+            lifetime_end: None,
+            pending_expire_time: None,
         }
     }
 
@@ -921,8 +972,8 @@ mod tests {
         assert_eq!(parse_grace("g", 0, 0).unwrap(), Duration::zero());
         assert_eq!(parse_grace("g", 60, 0).unwrap(), Duration::seconds(60));
         assert!(parse_grace("g", -1, 0).is_err());
-        assert!(parse_grace("g", 30 * 86400 + 1, 0).is_err());
-        assert!(parse_grace("g", 30 * 86400, 1).is_err());
+        assert!(parse_grace("g", 3650 * 86400 + 1, 0).is_err());
+        assert!(parse_grace("g", 3650 * 86400, 1).is_err());
         assert!(
             parse_grace("g", i64::MAX, 0).is_err(),
             "huge values are refused, not a panic"

@@ -35,7 +35,14 @@ impl Audit for AuditGrpc {
         let page = convert::page_request(
             req.page_size,
             &req.page_token,
-            &["audit_events", &req.org_id, &req.action, &start, &end],
+            &[
+                "audit_events",
+                &req.org_id,
+                &req.action,
+                &start,
+                &end,
+                &req.target_id,
+            ],
         )?;
         let filter = AuditFilter {
             org_id: (!req.org_id.is_empty())
@@ -43,6 +50,7 @@ impl Audit for AuditGrpc {
                 .transpose()?,
             only_orgs: caller.orgs.orgs().map(<[_]>::to_vec),
             action: Some(req.action).filter(|v| !v.is_empty()),
+            target_id: Some(req.target_id).filter(|v| !v.is_empty()),
             start_time: req
                 .start_time
                 .map(|t| convert::time("start_time", t))

@@ -21,7 +21,7 @@ use crate::{
         ids,
     },
     metrics::RpcSeries,
-    service::callers::Authenticator,
+    service::{audit::RefusalTally, callers::Authenticator},
 };
 
 /// The path prefix of credd's own services; everything else (health, reflection)
@@ -32,12 +32,17 @@ const CREDD_PATH_PREFIX: &str = "/credd.";
 #[derive(Clone, Debug)]
 pub struct RpcLayer {
     authenticator: Arc<Authenticator>,
+    refusals: Arc<RefusalTally>,
 }
 
 impl RpcLayer {
-    /// A layer that checks callers with `authenticator`.
-    pub fn new(authenticator: Arc<Authenticator>) -> Self {
-        Self { authenticator }
+    /// A layer that checks callers with `authenticator` and counts refused calls
+    /// in `refusals`.
+    pub fn new(authenticator: Arc<Authenticator>, refusals: Arc<RefusalTally>) -> Self {
+        Self {
+            authenticator,
+            refusals,
+        }
     }
 }
 
@@ -48,6 +53,7 @@ impl<S> Layer<S> for RpcLayer {
         Rpc {
             inner,
             authenticator: self.authenticator.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -59,6 +65,7 @@ impl<S> Layer<S> for RpcLayer {
 pub struct Rpc<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
+    refusals: Arc<RefusalTally>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -92,7 +99,14 @@ where
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .map(http::HeaderValue::as_bytes);
-                match authorize(self.authenticator.authenticate(header), &request) {
+                let known = self.authenticator.authenticate(header);
+                // A caller refused for scope is still named in the trail.
+                let refused_name = match (&known, required_scopes(request.uri().path())) {
+                    (Ok(caller), Some(scopes)) if caller.scopes.allow_any(scopes) => None,
+                    (Ok(caller), _) => Some(caller.name.clone()),
+                    (Err(_), _) => None,
+                };
+                match authorize(known, &request) {
                     Ok(caller) => {
                         caller_name = Some(caller.name.clone());
                         Box::pin(self.inner.call(admit(request, caller, &request_id)))
@@ -122,11 +136,13 @@ where
                         })
                     }
                     Err(err) => {
+                        caller_name = refused_name;
                         let response = tonic::Status::from(err).into_http();
                         Box::pin(async move { Ok(response) })
                     }
                 }
             };
+        let refusals = self.refusals.clone();
         Box::pin(async move {
             // Polled inside the RPC's span (tonic enters it around this future).
             let span = tracing::Span::current();
@@ -141,6 +157,10 @@ where
             // Errors travel in the headers (trailers-only); a success's status is in
             // the trailers, so no status header means OK.
             let code = grpc_status(response.headers());
+            // UNAUTHENTICATED (16) and PERMISSION_DENIED (7), for the trail.
+            if code == 16 || code == 7 {
+                refusals.record(caller_name.as_deref(), code == 7);
+            }
             if crate::telemetry::traces_exported() {
                 span.record("rpc.grpc.status_code", code as i64);
             }

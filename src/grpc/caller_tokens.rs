@@ -11,19 +11,25 @@ use crate::{
         ids::{CallerTokenId, OrgId},
     },
     pb::{self, caller_tokens_server::CallerTokens, create_caller_token_request::Expiration},
-    service::callers::TokenService,
+    service::callers::{Authenticator, TokenService},
 };
+use std::sync::Arc;
 
 /// Adapter from `credd.v1.CallerTokens` to [`TokenService`].
 #[derive(Debug, Clone)]
 pub struct CallerTokensGrpc {
     tokens: TokenService,
+    authenticator: Arc<Authenticator>,
 }
 
 impl CallerTokensGrpc {
-    /// The adapter over `tokens`.
-    pub fn new(tokens: TokenService) -> Self {
-        Self { tokens }
+    /// The adapter over `tokens`; `authenticator` learns of this process's
+    /// creations and revocations at once.
+    pub fn new(tokens: TokenService, authenticator: Arc<Authenticator>) -> Self {
+        Self {
+            tokens,
+            authenticator,
+        }
     }
 }
 
@@ -64,6 +70,8 @@ impl CallerTokens for CallerTokensGrpc {
                 expire_time,
             )
             .await?;
+        // Known here before the answer: its first call needs no on-demand reload.
+        self.authenticator.reload_now().await;
         Ok(Response::new(pb::CreateCallerTokenResponse {
             caller_token: Some(convert::caller_token(token)),
             plaintext: plaintext.token.expose_secret().to_owned(),
@@ -107,6 +115,7 @@ impl CallerTokens for CallerTokensGrpc {
         let caller = auth::caller(&request);
         let id = convert::id(CallerTokenId::parse, "id", &request.into_inner().id)?;
         let token = self.tokens.revoke_by_id(&actor, &caller, &id).await?;
+        self.authenticator.reload_now().await;
         Ok(Response::new(convert::caller_token(token)))
     }
 }

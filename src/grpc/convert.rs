@@ -10,8 +10,9 @@ use crate::{
         audit::AuditEvent,
         caller::Caller,
         ids::{ClientId, OrgId},
-        org::Org,
+        org::{Org, PolicyInput},
         paging::{Page, PageRequest},
+        policy::{CredentialPolicy, Expiration},
         secret::{ClientSecret, ClientSecretState},
     },
     pb,
@@ -72,6 +73,70 @@ pub fn org(org: Org, login_domain: String) -> pb::Org {
         login_domain,
         create_time: Some(timestamp(org.create_time)),
         update_time: Some(timestamp(org.update_time)),
+        credential_policy: Some(credential_policy(&org.credential_policy)),
+    }
+}
+
+fn duration(d: chrono::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.num_seconds(),
+        nanos: d.subsec_nanos(),
+    }
+}
+
+/// The proto `CredentialPolicy` of `policy`: no limit is a zero duration.
+pub fn credential_policy(policy: &CredentialPolicy) -> pb::CredentialPolicy {
+    let limit =
+        |d: Option<chrono::Duration>| Some(duration(d.unwrap_or_else(chrono::Duration::zero)));
+    pb::CredentialPolicy {
+        max_secret_lifetime: limit(policy.max_secret_lifetime),
+        default_secret_lifetime: limit(policy.default_secret_lifetime),
+        pending_ttl: limit(policy.pending_ttl),
+        max_pending_secrets: policy
+            .max_pending_secrets
+            .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+        allow_import: policy.allow_import,
+        max_grace_period: limit(policy.max_grace_period),
+    }
+}
+
+/// A duration the caller sent in `field`: not negative, bounded.
+pub fn duration_field(field: &str, d: prost_types::Duration) -> Result<chrono::Duration, Error> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos > 999_999_999 {
+        return Err(Error::invalid(field, "must not be negative"));
+    }
+    if d.seconds > crate::domain::policy::MAX_DURATION.num_seconds() {
+        return Err(Error::invalid(field, "must be at most 3650 days"));
+    }
+    Ok(chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(i64::from(d.nanos)))
+}
+
+/// A credential policy as the request sent it (`None`: not sent).
+pub fn policy_input(policy: Option<pb::CredentialPolicy>) -> Result<PolicyInput, Error> {
+    let policy = policy.unwrap_or_default();
+    let field = |name: &str, d: Option<prost_types::Duration>| {
+        d.map(|d| duration_field(&format!("org.credential_policy.{name}"), d))
+            .transpose()
+    };
+    Ok(PolicyInput {
+        max_secret_lifetime: field("max_secret_lifetime", policy.max_secret_lifetime)?,
+        default_secret_lifetime: field("default_secret_lifetime", policy.default_secret_lifetime)?,
+        pending_ttl: field("pending_ttl", policy.pending_ttl)?,
+        max_pending_secrets: policy.max_pending_secrets,
+        allow_import: policy.allow_import,
+        max_grace_period: field("max_grace_period", policy.max_grace_period)?,
+    })
+}
+
+/// The `expiration` a Generate, Import or Rotate request names.
+pub fn expiration(
+    expire_time: Option<prost_types::Timestamp>,
+    ttl: Option<prost_types::Duration>,
+) -> Result<Option<Expiration>, Error> {
+    match (expire_time, ttl) {
+        (Some(at), _) => Ok(Some(Expiration::At(time("expire_time", at)?))),
+        (None, Some(ttl)) => Ok(Some(Expiration::After(positive_duration("ttl", ttl)?))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -83,7 +148,31 @@ pub fn client_secret_state(state: ClientSecretState) -> pb::ClientSecretState {
         ClientSecretState::Retiring => pb::ClientSecretState::Retiring,
         ClientSecretState::Superseded => pb::ClientSecretState::Superseded,
         ClientSecretState::Revoked => pb::ClientSecretState::Revoked,
+        ClientSecretState::Expired => pb::ClientSecretState::Expired,
     }
+}
+
+/// The state a list filter names (`field`, a raw enum value): UNSPECIFIED and
+/// numbers this version does not know are refused rather than ignored, so that
+/// a filter never silently widens to everything.
+pub fn state_filter(field: &str, state: i32) -> Result<ClientSecretState, Error> {
+    Ok(match pb::ClientSecretState::try_from(state) {
+        Ok(pb::ClientSecretState::Pending) => ClientSecretState::Pending,
+        Ok(pb::ClientSecretState::Active) => ClientSecretState::Active,
+        Ok(pb::ClientSecretState::Retiring) => ClientSecretState::Retiring,
+        Ok(pb::ClientSecretState::Superseded) => ClientSecretState::Superseded,
+        Ok(pb::ClientSecretState::Revoked) => ClientSecretState::Revoked,
+        Ok(pb::ClientSecretState::Expired) => ClientSecretState::Expired,
+        Ok(pb::ClientSecretState::Unspecified) => {
+            return Err(Error::invalid(field, "must name a state, not UNSPECIFIED"));
+        }
+        Err(_) => {
+            return Err(Error::invalid(
+                field,
+                format!("{state} is not a client secret state"),
+            ));
+        }
+    })
 }
 
 /// The proto `ClientSecret` (metadata only) for `secret`.

@@ -54,7 +54,7 @@ impl Gateway for GatewayGrpc {
                 pb::ResolveLoginResponse {
                     allowed: true,
                     reason: pb::LoginRefusal::Unspecified.into(),
-                    org: Some(convert::org(org, login_domain)),
+                    org: Some(convert::org(*org, login_domain)),
                     app_registration_id: app_id.into_string(),
                     pkce_required,
                 }

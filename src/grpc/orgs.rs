@@ -109,8 +109,15 @@ impl Orgs for OrgsGrpc {
             .ok_or_else(|| Error::invalid("org", "is required"))?;
         let id = convert::org_in_reach(&caller, "org.id", &org.id)?;
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
-        let changes = OrgChanges::parse(&paths, &org.name, &org.main_website, &org.custom_domain)
-            .map_err(Error::Invalid)?;
+        let policy = convert::policy_input(org.credential_policy)?;
+        let changes = OrgChanges::parse(
+            &paths,
+            &org.name,
+            &org.main_website,
+            &org.custom_domain,
+            policy,
+        )
+        .map_err(Error::Invalid)?;
         Ok(self.reply(self.orgs.update(&actor, &id, changes).await?))
     }
 

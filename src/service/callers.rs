@@ -110,14 +110,12 @@ impl Authenticator {
     }
 
     /// Whether an unknown `authorization` is worth a reload: it carries a
-    /// well-formed caller token and no on-demand reload ran in the last second.
+    /// well-formed caller token and there is a store to reload from (the reload
+    /// itself runs at most once a second, see
+    /// [`Authenticator::authenticate_after_reload`]).
     pub fn may_know_later(&self, authorization: Option<&[u8]>) -> bool {
         self.store.is_some()
             && bearer_token(authorization).is_some_and(caller::is_well_formed_token)
-            && self
-                .last_on_demand
-                .lock()
-                .is_ok_and(|last| last.is_none_or(|at| at.elapsed() >= ON_DEMAND_EVERY))
     }
 
     /// Reloads now (bounded), for [`Authenticator::may_know_later`], then answers
@@ -127,14 +125,33 @@ impl Authenticator {
         &self,
         authorization: Option<&[u8]>,
     ) -> Result<Caller, Error> {
-        let due = self.last_on_demand.lock().is_ok_and(|mut last| {
-            let due = last.is_none_or(|at| at.elapsed() >= ON_DEMAND_EVERY);
-            if due {
-                *last = Some(std::time::Instant::now());
+        // One reload a second at most: a caller that comes too soon waits for the
+        // next one (a token made a moment after the last reload still works),
+        // unless another caller's reload answered it meanwhile.
+        let claim = || {
+            self.last_on_demand
+                .lock()
+                .map_or(Err(ON_DEMAND_EVERY), |mut last| match *last {
+                    Some(at) if at.elapsed() < ON_DEMAND_EVERY => {
+                        Err(ON_DEMAND_EVERY.saturating_sub(at.elapsed()))
+                    }
+                    _ => {
+                        *last = Some(std::time::Instant::now());
+                        Ok(())
+                    }
+                })
+        };
+        let mut due = claim();
+        if let Err(wait) = due {
+            tokio::time::sleep(wait).await;
+            if self.authenticate(authorization).is_ok() {
+                return self.authenticate(authorization);
             }
-            due
-        });
-        if due && let Some(store) = &self.store {
+            due = claim();
+        }
+        if due.is_ok()
+            && let Some(store) = &self.store
+        {
             match tokio::time::timeout(std::time::Duration::from_secs(2), self.reload(store)).await
             {
                 Ok(Ok(())) => {}
@@ -210,6 +227,16 @@ impl Authenticator {
             entry.used.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(entry.caller.clone())
+    }
+
+    /// Reloads the live tokens from the store it reloads from (after this process
+    /// created or revoked one, so that the change holds here at once).
+    pub async fn reload_now(&self) {
+        if let Some(store) = &self.store
+            && let Err(err) = self.reload(store).await
+        {
+            tracing::warn!(error = %err, "could not reload caller tokens; the next refresh will");
+        }
     }
 
     /// Reloads the live tokens from the store.

@@ -9,16 +9,17 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     Error,
     domain::{
-        caller::Actor,
+        caller::{Actor, OrgAccess},
         ids::{OrgId, SecretId},
         paging::{Page, PageRequest},
+        policy::{CredentialPolicy, Expiration},
         secret::{self, ClientSecret, ClientSecretState, Presented, StoredHash},
     },
     service::{Clock, directory::Directory, hasher::Hasher, verify_cache::VerifyCache},
     store::{
         Store,
         audit::NewEvent,
-        client_secrets::{Candidate, NewSecret},
+        client_secrets::{ActivateAtOnce, Candidate, NewSecret, SecretFilter},
     },
 };
 
@@ -70,47 +71,125 @@ impl SecretService {
         }
     }
 
+    /// The org's policy, or NOT_FOUND.
+    async fn policy(&self, org_id: &OrgId) -> Result<CredentialPolicy, Error> {
+        Ok(self.store.live_org(org_id).await?.credential_policy)
+    }
+
+    /// Stores `new` (the policy's lifetime and wait applied) and, with
+    /// `activate`, activates it at once.
+    async fn issue(
+        &self,
+        mut new: NewSecret,
+        policy: &CredentialPolicy,
+        expiration: Option<Expiration>,
+        event: NewEvent,
+        activate: Option<(Duration, NewEvent)>,
+    ) -> Result<ClientSecret, Error> {
+        let now = self.clock.now();
+        new.lifetime_end = policy.lifetime_end(now, expiration)?;
+        new.pending_expire_time = policy.pending_end(now);
+        if let Some((grace, _)) = &activate {
+            policy.check_grace("grace_period", *grace)?;
+        }
+        let org_id = new.org_id.clone();
+        let forget = activate
+            .is_some()
+            .then(|| self.cache.forget_when_done(&org_id));
+        let activating = activate.is_some();
+        let secret = self
+            .store
+            .insert_secret(
+                new,
+                now,
+                event,
+                policy.max_pending_secrets,
+                activate.map(|(grace, event)| ActivateAtOnce { grace, event }),
+            )
+            .await?;
+        if activating {
+            self.directory
+                .reload_after_write(&org_id, Some(&self.cache))
+                .await;
+        }
+        drop(forget);
+        Ok(secret)
+    }
+
     /// Generates a new PENDING secret for the org; the plaintext is in the answer
     /// only, and only its SHA-256 digest is stored (256 random bits need no slow
-    /// hash).
+    /// hash). Its lifetime is `expiration`, or the policy's default, at most the
+    /// policy's maximum; at most `max_pending_secrets` may wait at once.
     pub async fn generate(
         &self,
         actor: &Actor,
         org_id: &OrgId,
         description: &str,
+        expiration: Option<Expiration>,
     ) -> Result<Generated, Error> {
         super::record_org(org_id);
         let description = secret::parse_description("description", description)?;
-        let (id, plaintext) = secret::generate();
-        let phc = StoredHash::digest_of(plaintext.expose_secret()).to_phc();
-        let new = NewSecret {
-            hint: secret::hint(plaintext.expose_secret()),
-            id,
-            org_id: org_id.clone(),
-            description,
-            imported: false,
-            phc,
-        };
+        let policy = self.policy(org_id).await?;
+        let (new, plaintext) = generated(org_id, description);
         let event = NewEvent::new(actor, "secret.generate", Some(org_id), &new.id);
-        let secret = self
-            .store
-            .insert_secret(new, self.clock.now(), event)
-            .await?;
+        let secret = self.issue(new, &policy, expiration, event, None).await?;
         tracing::info!(%org_id, secret_id = %secret.id, "client secret generated");
         Ok(Generated { secret, plaintext })
     }
 
-    /// Imports an admin-chosen secret as PENDING.
+    /// Generates a new secret and activates it in one transaction; the previous
+    /// ACTIVE one retires for `grace` (zero: superseded at once). The one-button
+    /// rotation: a failure leaves the org exactly as it was.
+    pub async fn rotate(
+        &self,
+        actor: &Actor,
+        org_id: &OrgId,
+        description: &str,
+        expiration: Option<Expiration>,
+        grace: Duration,
+    ) -> Result<Generated, Error> {
+        super::record_org(org_id);
+        let description = secret::parse_description("description", description)?;
+        let policy = self.policy(org_id).await?;
+        let (new, plaintext) = generated(org_id, description);
+        let generate = NewEvent::new(actor, "secret.generate", Some(org_id), &new.id)
+            .details(serde_json::json!({ "rotation": true }));
+        let activate = NewEvent::new(actor, "secret.activate", Some(org_id), &new.id)
+            .details(serde_json::json!({ "grace_seconds": grace.num_seconds(), "rotation": true }));
+        let secret = self
+            .issue(new, &policy, expiration, generate, Some((grace, activate)))
+            .await?;
+        tracing::info!(%org_id, secret_id = %secret.id, grace_seconds = grace.num_seconds(), "client secret rotated");
+        Ok(Generated { secret, plaintext })
+    }
+
+    /// Imports an admin-chosen secret as PENDING, or activates it at once with
+    /// `activate` (the previous ACTIVE one retiring for its grace). Refused when
+    /// the org's policy does not allow imports.
     pub async fn import(
         &self,
         actor: &Actor,
         org_id: &OrgId,
         plaintext: SecretString,
         description: &str,
+        expiration: Option<Expiration>,
+        activate: Option<Duration>,
     ) -> Result<ClientSecret, Error> {
         super::record_org(org_id);
         secret::validate_import("plaintext", &plaintext)?;
         let description = secret::parse_description("description", description)?;
+        let policy = self.policy(org_id).await?;
+        if !policy.allow_import {
+            return Err(Error::FailedPrecondition(
+                "the org's credential_policy.allow_import is false: generate a secret instead"
+                    .into(),
+            ));
+        }
+        // Checked before the hash, so that a refusal costs no argon2.
+        policy.lifetime_end(self.clock.now(), expiration)?;
+        if let Some(grace) = activate {
+            policy.check_grace("grace_period", grace)?;
+        }
         let hint = secret::hint(plaintext.expose_secret());
         let phc = self.hasher.hash(plaintext).await?;
         let new = NewSecret {
@@ -120,13 +199,19 @@ impl SecretService {
             hint,
             imported: true,
             phc,
+            lifetime_end: None,
+            pending_expire_time: None,
         };
         let event = NewEvent::new(actor, "secret.import", Some(org_id), &new.id);
+        let activate = activate.map(|grace| {
+            let event = NewEvent::new(actor, "secret.activate", Some(org_id), &new.id)
+                .details(serde_json::json!({ "grace_seconds": grace.num_seconds() }));
+            (grace, event)
+        });
         let secret = self
-            .store
-            .insert_secret(new, self.clock.now(), event)
+            .issue(new, &policy, expiration, event, activate)
             .await?;
-        tracing::info!(%org_id, secret_id = %secret.id, "client secret imported");
+        tracing::info!(%org_id, secret_id = %secret.id, state = secret.state.as_str(), "client secret imported");
         Ok(secret)
     }
 
@@ -139,6 +224,9 @@ impl SecretService {
         grace: Duration,
     ) -> Result<ClientSecret, Error> {
         super::record_org(org_id);
+        self.policy(org_id)
+            .await?
+            .check_grace("grace_period", grace)?;
         let secret_id = match target {
             ActivationTarget::SecretId(secret_id) => secret_id,
             ActivationTarget::Plaintext(plaintext) => self.match_pending(org_id, plaintext).await?,
@@ -207,20 +295,28 @@ impl SecretService {
         Err(no_match())
     }
 
-    /// A page of the org's secrets, newest first, with their state as of now.
+    /// A page of the secrets of `org` (`None`: every org `access` reaches),
+    /// newest first, with their state as of now, matching `filter`.
     pub async fn list(
         &self,
-        org_id: &OrgId,
+        org: Option<&OrgId>,
+        access: &OrgAccess,
+        filter: SecretFilter,
         page: PageRequest,
     ) -> Result<Page<ClientSecret>, Error> {
-        super::record_org(org_id);
-        let mut page = self.store.list_secrets(org_id, &page).await?;
-        if page.items.is_empty() && self.store.find_org(org_id).await?.is_none() {
-            return Err(Error::NotFound("org"));
+        if let Some(org_id) = org {
+            super::record_org(org_id);
         }
         let now = self.clock.now();
-        for secret in &mut page.items {
-            secret.state = secret.state_at(now);
+        let page = self
+            .store
+            .list_secrets(org, access.orgs(), &filter, now, &page)
+            .await?;
+        if let Some(org_id) = org
+            && page.items.is_empty()
+            && self.store.find_org(org_id).await?.is_none()
+        {
+            return Err(Error::NotFound("org"));
         }
         Ok(page)
     }
@@ -250,4 +346,20 @@ impl SecretService {
         tracing::info!(%org_id, %secret_id, "client secret revoked");
         Ok(secret)
     }
+}
+
+/// A fresh generated secret of `org_id` as stored (its digest), and its plaintext.
+fn generated(org_id: &OrgId, description: String) -> (NewSecret, SecretString) {
+    let (id, plaintext) = secret::generate();
+    let new = NewSecret {
+        hint: secret::hint(plaintext.expose_secret()),
+        phc: StoredHash::digest_of(plaintext.expose_secret()).to_phc(),
+        id,
+        org_id: org_id.clone(),
+        description,
+        imported: false,
+        lifetime_end: None,
+        pending_expire_time: None,
+    };
+    (new, plaintext)
 }

@@ -33,8 +33,8 @@ pub enum LoginRefusal {
 pub enum Login {
     /// The gateway may go on.
     Allowed {
-        /// The client's org.
-        org: Org,
+        /// The client's org (boxed: a refusal is a byte).
+        org: Box<Org>,
         /// The app the redirect URI belongs to.
         app_id: AppRegistrationId,
         /// Whether the login must use PKCE.
@@ -116,7 +116,7 @@ impl GatewayService {
             return Ok(Login::Refused(RedirectNotRegistered));
         };
         Ok(Login::Allowed {
-            org: client.org.clone(),
+            org: Box::new(client.org.clone()),
             app_id: registered.app_id.clone(),
             pkce_required: registered.require_pkce,
         })

@@ -73,8 +73,24 @@ impl OrgService {
         org.login_domain(&self.default_login_domain).to_owned()
     }
 
+    /// A custom domain equal to the default login domain would resolve every org
+    /// there and this one nowhere: INVALID_ARGUMENT naming `field`.
+    fn check_custom_domain(&self, field: &str, domain: Option<&str>) -> Result<(), Error> {
+        if domain == Some(self.default_login_domain.as_str()) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "must not be the default login domain ({}), which every org without a custom domain uses",
+                    self.default_login_domain
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates an org with a fresh id and client ID.
     pub async fn create(&self, actor: &Actor, org: NewOrg) -> Result<Org, Error> {
+        self.check_custom_domain("custom_domain", org.custom_domain.as_deref())?;
         let id = OrgId::generate();
         let event = NewEvent::new(actor, "org.create", Some(&id), &id);
         let org = self
@@ -122,6 +138,9 @@ impl OrgService {
         changes: OrgChanges,
     ) -> Result<Org, Error> {
         super::record_org(id);
+        if let Some(domain) = &changes.custom_domain {
+            self.check_custom_domain("org.custom_domain", domain.as_deref())?;
+        }
         let event = NewEvent::new(actor, "org.update", Some(id), id)
             .details(serde_json::json!({ "fields": changes.field_names() }));
         let org = self

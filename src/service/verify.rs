@@ -66,6 +66,7 @@ impl Refusal {
                 "superseded_or_expired"
             }
             Self::NotVerifiable(ClientSecretState::Active) => "active",
+            Self::NotVerifiable(ClientSecretState::Expired) => "expired",
             Self::Mismatch => "mismatch",
         }
     }
@@ -477,9 +478,9 @@ impl VerifyService {
                 .verify(client_secret.clone(), Some(phc.clone()))
                 .await?
             {
-                judged.expiry = (candidate.state == ClientSecretState::Retiring)
-                    .then_some(candidate.expire_time)
-                    .flatten();
+                // A cached success ends where the secret does (a grace end, a
+                // lifetime end), to the second.
+                judged.expiry = candidate.expire_time;
                 judged.verdict = Verdict::Valid {
                     org_id: entry
                         .map_or_else(|| OrgId::from_stored(String::new()), |e| e.org.id.clone()),

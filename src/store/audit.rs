@@ -127,6 +127,9 @@ impl Store {
         if let Some(action) = &filter.action {
             query = query.filter(audit_events::Column::Action.eq(action.as_str()));
         }
+        if let Some(target) = &filter.target_id {
+            query = query.filter(audit_events::Column::TargetId.eq(target.as_str()));
+        }
         if let Some(start) = filter.start_time {
             query = query.filter(audit_events::Column::Time.gte(start));
         }

@@ -12,7 +12,7 @@ use sea_orm::{
 use super::{
     Store,
     audit::{self, NewEvent},
-    entities::client_secrets,
+    entities::{client_secrets, orgs},
     is_unique_violation,
     orgs::lock_live_org,
     page_of,
@@ -40,6 +40,54 @@ pub struct NewSecret {
     pub imported: bool,
     /// The hash.
     pub phc: String,
+    /// The end of its lifetime (`None`: none).
+    pub lifetime_end: Option<DateTime<Utc>>,
+    /// When it stops waiting for activation (`None`: never).
+    pub pending_expire_time: Option<DateTime<Utc>>,
+}
+
+/// Activating a secret as it is stored (Rotate, Import with `activate`).
+pub struct ActivateAtOnce {
+    /// The previous ACTIVE secret's grace.
+    pub grace: Duration,
+    /// The activation's audit event.
+    pub event: NewEvent,
+}
+
+/// One secret whose end the sweeper stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The org.
+    pub org_id: OrgId,
+    /// The secret.
+    pub secret_id: SecretId,
+    /// Its stored state before.
+    pub from: ClientSecretState,
+    /// Its stored state now: EXPIRED, or SUPERSEDED (a grace ended).
+    pub to: ClientSecretState,
+}
+
+/// What ListClientSecrets asks for.
+#[derive(Debug, Clone, Default)]
+pub struct SecretFilter {
+    /// Only these states as of now (empty: any).
+    pub states: Vec<ClientSecretState>,
+    /// Only secrets whose `expire_time` is before this.
+    pub expire_before: Option<DateTime<Utc>>,
+}
+
+/// The stored states a secret may be in to be in `state` as of now (the sweeper
+/// stores an end a little after it passed).
+fn stored_states_for(state: ClientSecretState) -> &'static [ClientSecretState] {
+    use ClientSecretState::*;
+    match state {
+        Pending => &[Pending],
+        Active => &[Active],
+        Retiring => &[Retiring],
+        Superseded => &[Superseded, Retiring],
+        Revoked => &[Revoked],
+        Expired => &[Expired, Pending, Active, Retiring],
+    }
 }
 
 /// A secret that a presented plaintext may match, with the hash to check it by.
@@ -87,6 +135,8 @@ impl TryFrom<client_secrets::Model> for ClientSecret {
             expire_time: row.expire_time,
             revoke_time: row.revoke_time,
             last_used_time: row.last_used_time,
+            lifetime_end: row.lifetime_end,
+            pending_expire_time: row.pending_expire_time,
         })
     }
 }
@@ -139,27 +189,79 @@ async fn apply<C: ConnectionTrait>(db: &C, org_id: &OrgId, step: &Transition) ->
     }
     match update.exec(db).await {
         Ok(result) if result.rows_affected == 1 => Ok(()),
-        Ok(_) => Err(Error::FailedPrecondition(
-            "the org's secrets changed during the activation; retry".into(),
+        // Retryable: the next attempt sees the winner's state.
+        Ok(_) => Err(Error::Aborted(
+            "the org's secrets changed during the activation; retry",
         )),
-        Err(err) if is_unique_violation(&err) => Err(Error::FailedPrecondition(
-            "another activation for this org committed at the same time; retry".into(),
+        Err(err) if is_unique_violation(&err) => Err(Error::Aborted(
+            "another activation for this org committed at the same time; retry",
         )),
         Err(err) => Err(err.into()),
     }
 }
 
+/// Activates `secret_id` inside `txn` (the org's row already locked).
+async fn activate_in(
+    txn: &sea_orm::DatabaseTransaction,
+    org_id: &OrgId,
+    secret_id: &SecretId,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<ClientSecret, Error> {
+    let target: ClientSecret = find_in(txn, org_id, secret_id).await?.try_into()?;
+    let current = of_org(org_id)
+        .filter(client_secrets::Column::State.is_in(states(&CURRENT)))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(ClientSecret::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let steps = match secret::plan_activation(&target, &current, now, grace) {
+        Ok(Activation::AlreadyActive) => return Ok(target),
+        Ok(Activation::Apply(steps)) => steps,
+        Err(refused) => return Err(Error::FailedPrecondition(refused.message().into())),
+    };
+    for step in &steps {
+        apply(txn, org_id, step).await?;
+    }
+    find_in(txn, org_id, secret_id).await?.try_into()
+}
+
 impl Store {
-    /// Stores a new PENDING secret of the live org `new.org_id`.
+    /// Stores a new PENDING secret of the live org `new.org_id` — at most
+    /// `max_pending` of them at once (FAILED_PRECONDITION past it) — and, with
+    /// `activate`, activates it in the same transaction: a failure leaves the org
+    /// exactly as it was.
     #[tracing::instrument(name = "store.insert_secret", skip_all)]
     pub async fn insert_secret(
         &self,
         new: NewSecret,
         now: DateTime<Utc>,
         event: NewEvent,
+        max_pending: Option<u32>,
+        activate: Option<ActivateAtOnce>,
     ) -> Result<ClientSecret, Error> {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, &new.org_id).await?;
+        if let (Some(max), None) = (max_pending, &activate) {
+            let waiting = of_org(&new.org_id)
+                .filter(client_secrets::Column::State.eq(ClientSecretState::Pending.as_str()))
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(ClientSecret::try_from)
+                .filter(|s| {
+                    s.as_ref()
+                        .is_ok_and(|s| s.state_at(now) == ClientSecretState::Pending)
+                })
+                .count();
+            if waiting >= max as usize {
+                return Err(Error::FailedPrecondition(format!(
+                    "the org already has {waiting} PENDING secrets, its credential_policy.max_pending_secrets ({max}); activate or revoke one first"
+                )));
+            }
+        }
+        let (org_id, secret_id) = (new.org_id.clone(), new.id.clone());
         let row = client_secrets::ActiveModel {
             id: Set(new.id.into_string()),
             org_id: Set(new.org_id.into_string()),
@@ -170,15 +272,25 @@ impl Store {
             phc: Set(new.phc),
             create_time: Set(now),
             activate_time: Set(None),
-            expire_time: Set(None),
+            // One meaning: when it stops verifying; so far its lifetime end.
+            expire_time: Set(new.lifetime_end),
             revoke_time: Set(None),
             last_used_time: Set(None),
+            lifetime_end: Set(new.lifetime_end),
+            pending_expire_time: Set(new.pending_expire_time),
         }
         .insert(&txn)
         .await?;
         audit::append(&txn, event, now).await?;
+        let Some(activate) = activate else {
+            txn.commit().await?;
+            return row.try_into();
+        };
+        let activated = activate_in(&txn, &org_id, &secret_id, now, activate.grace).await?;
+        audit::append(&txn, activate.event, now).await?;
+        super::changes::announce(&txn, &self.origin, &org_id).await?;
         txn.commit().await?;
-        row.try_into()
+        Ok(activated)
     }
 
     /// The secret `secret_id` of org `org_id`, with its hash.
@@ -214,22 +326,186 @@ impl Store {
             .collect()
     }
 
-    /// One page of the org's secrets, newest first.
+    /// One page of the secrets of `org` (`None`: of the live orgs `only` names,
+    /// or of every live org when that is `None` too), newest first, matching
+    /// `filter` as of `now`. The states are judged as of now (an end the sweeper
+    /// has not stored yet counts), so a page may come back shorter than asked
+    /// while the list goes on.
     #[tracing::instrument(name = "store.list_secrets", skip_all)]
     pub async fn list_secrets(
         &self,
-        org_id: &OrgId,
+        org: Option<&OrgId>,
+        only: Option<&[OrgId]>,
+        filter: &SecretFilter,
+        now: DateTime<Utc>,
         page: &PageRequest,
     ) -> Result<Page<ClientSecret>, Error> {
-        page_of(
+        let mut query = match org {
+            Some(org_id) => of_org(org_id),
+            None => {
+                let mut query = client_secrets::Entity::find()
+                    .inner_join(orgs::Entity)
+                    .filter(orgs::Column::DeleteTime.is_null());
+                if let Some(only) = only {
+                    query = query.filter(
+                        client_secrets::Column::OrgId.is_in(only.iter().map(OrgId::as_str)),
+                    );
+                }
+                query
+            }
+        };
+        if !filter.states.is_empty() {
+            let mut stored: Vec<&str> = filter
+                .states
+                .iter()
+                .flat_map(|s| stored_states_for(*s))
+                .map(|s| s.as_str())
+                .collect();
+            stored.sort_unstable();
+            stored.dedup();
+            query = query.filter(client_secrets::Column::State.is_in(stored));
+        }
+        if let Some(before) = filter.expire_before {
+            query = query.filter(client_secrets::Column::ExpireTime.lt(before));
+        }
+        let mut page = page_of(
             &self.db,
-            of_org(org_id),
+            query,
             client_secrets::Column::Id,
             Order::Desc,
             page,
             ClientSecret::try_from,
         )
-        .await
+        .await?;
+        for secret in &mut page.items {
+            secret.state = secret.state_at(now);
+        }
+        if !filter.states.is_empty() {
+            page.items.retain(|s| filter.states.contains(&s.state));
+        }
+        Ok(page)
+    }
+
+    /// Stores the ends that have passed by `now` (at most `limit` of them): a
+    /// PENDING secret past its wait or lifetime, an ACTIVE one past its lifetime,
+    /// become EXPIRED; a RETIRING one past its grace SUPERSEDED (EXPIRED when its
+    /// lifetime ended). Each is a compare-and-set on its stored state, in a
+    /// transaction with its audit event (`secret.expired`, `secret.grace_ended`,
+    /// caller `credd`) and its change announcement: with several replicas
+    /// sweeping at once, each end is stored — and its event written — once.
+    #[tracing::instrument(name = "store.sweep_secret_ends", skip_all)]
+    pub async fn sweep_secret_ends(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+        actor: &crate::domain::caller::Actor,
+    ) -> Result<Vec<Ended>, Error> {
+        use sea_orm::Condition;
+        use sea_orm::QuerySelect as _;
+        let due = client_secrets::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(
+                                client_secrets::Column::State
+                                    .eq(ClientSecretState::Pending.as_str()),
+                            )
+                            .add(
+                                Condition::any()
+                                    .add(client_secrets::Column::PendingExpireTime.lte(now))
+                                    .add(client_secrets::Column::LifetimeEnd.lte(now)),
+                            ),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(
+                                client_secrets::Column::State
+                                    .eq(ClientSecretState::Active.as_str()),
+                            )
+                            .add(client_secrets::Column::LifetimeEnd.lte(now)),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(
+                                client_secrets::Column::State
+                                    .eq(ClientSecretState::Retiring.as_str()),
+                            )
+                            .add(client_secrets::Column::ExpireTime.lte(now)),
+                    ),
+            )
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut ended = Vec::new();
+        for row in due {
+            let secret: ClientSecret = row.try_into()?;
+            let to = match secret.state_at(now) {
+                state @ (ClientSecretState::Expired | ClientSecretState::Superseded) => state,
+                _ => continue,
+            };
+            let txn = self.db.begin().await?;
+            let end = secret.expire_time.map_or(now, |end| end.min(now));
+            let mut update = client_secrets::Entity::update_many()
+                .col_expr(client_secrets::Column::State, Expr::value(to.as_str()))
+                .filter(client_secrets::Column::OrgId.eq(secret.org_id.as_str()))
+                .filter(client_secrets::Column::Id.eq(secret.id.as_str()))
+                .filter(client_secrets::Column::State.eq(secret.state.as_str()));
+            if secret.expire_time.is_none_or(|e| e > now) {
+                update = update.col_expr(client_secrets::Column::ExpireTime, Expr::value(end));
+            }
+            if update.exec(&txn).await?.rows_affected != 1 {
+                // Another replica stored it first (or a write changed it).
+                txn.rollback().await?;
+                continue;
+            }
+            let action = if to == ClientSecretState::Superseded {
+                "secret.grace_ended"
+            } else {
+                "secret.expired"
+            };
+            let event = NewEvent::new(actor, action, Some(&secret.org_id), &secret.id)
+                .details(serde_json::json!({ "from": secret.state.as_str(), "to": to.as_str() }));
+            audit::append(&txn, event, now).await?;
+            super::changes::announce(&txn, &self.origin, &secret.org_id).await?;
+            txn.commit().await?;
+            ended.push(Ended {
+                org_id: secret.org_id,
+                secret_id: secret.id,
+                from: secret.state,
+                to,
+            });
+        }
+        Ok(ended)
+    }
+
+    /// Per org, how many ACTIVE or RETIRING secrets stop verifying between `now`
+    /// and `until` (orgs with none are left out).
+    #[tracing::instrument(name = "store.expiring_by_org", skip_all)]
+    pub async fn expiring_by_org(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(OrgId, u64)>, Error> {
+        use sea_orm::QuerySelect as _;
+        let rows: Vec<(String, i64)> = client_secrets::Entity::find()
+            .select_only()
+            .column(client_secrets::Column::OrgId)
+            .column_as(client_secrets::Column::Id.count(), "n")
+            .filter(client_secrets::Column::State.is_in(states(&[
+                ClientSecretState::Active,
+                ClientSecretState::Retiring,
+            ])))
+            .filter(client_secrets::Column::ExpireTime.gt(now))
+            .filter(client_secrets::Column::ExpireTime.lte(until))
+            .group_by(client_secrets::Column::OrgId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(org, n)| (OrgId::from_stored(org), u64::try_from(n).unwrap_or(0)))
+            .collect())
     }
 
     /// The org's PENDING, ACTIVE and RETIRING secrets, newest first (the caller
@@ -261,22 +537,10 @@ impl Store {
         let txn = self.db.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let target: ClientSecret = find_in(&txn, org_id, secret_id).await?.try_into()?;
-        let current = of_org(org_id)
-            .filter(client_secrets::Column::State.is_in(states(&CURRENT)))
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(ClientSecret::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        let steps = match secret::plan_activation(&target, &current, now, grace) {
-            Ok(Activation::AlreadyActive) => return Ok(target),
-            Ok(Activation::Apply(steps)) => steps,
-            Err(refused) => return Err(Error::FailedPrecondition(refused.message().into())),
-        };
-        for step in &steps {
-            apply(&txn, org_id, step).await?;
+        if target.state == ClientSecretState::Active {
+            return Ok(target);
         }
-        let activated = find_in(&txn, org_id, secret_id).await?.try_into()?;
+        let activated = activate_in(&txn, org_id, secret_id, now, grace).await?;
         audit::append(&txn, event, now).await?;
         // Last before the commit: it takes the feed's one global lock.
         super::changes::announce(&txn, &self.origin, org_id).await?;

@@ -17,9 +17,11 @@ use super::{
 use crate::{
     Error,
     domain::{
+        app::AppRegistration,
         ids::{ClientId, OrgId},
         org::{NewOrg, Org, OrgChanges},
         paging::{Page, PageRequest},
+        policy::CredentialPolicy,
     },
 };
 
@@ -31,6 +33,7 @@ const TAKEN_DOMAIN: Error = Error::AlreadyExists {
 impl From<orgs::Model> for Org {
     fn from(row: orgs::Model) -> Self {
         Org {
+            credential_policy: policy_from_stored(&row.credential_policy),
             id: OrgId::from_stored(row.id),
             client_id: ClientId::from_stored(row.client_id),
             name: row.name,
@@ -40,6 +43,51 @@ impl From<orgs::Model> for Org {
             update_time: row.update_time,
         }
     }
+}
+
+/// The policy stored as `text`: JSON with durations in seconds and `null` for no
+/// limit; a missing field (or an empty text: never set) takes its default.
+pub(super) fn policy_from_stored(text: &str) -> CredentialPolicy {
+    let defaults = CredentialPolicy::default();
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return defaults;
+    };
+    let duration = |key: &str, default: Option<chrono::Duration>| match map.get(key) {
+        None => default,
+        Some(serde_json::Value::Null) => None,
+        Some(value) => value.as_i64().map(chrono::Duration::seconds).or(default),
+    };
+    CredentialPolicy {
+        max_secret_lifetime: duration("max_secret_lifetime", defaults.max_secret_lifetime),
+        default_secret_lifetime: duration(
+            "default_secret_lifetime",
+            defaults.default_secret_lifetime,
+        ),
+        pending_ttl: duration("pending_ttl", defaults.pending_ttl),
+        max_pending_secrets: match map.get("max_pending_secrets") {
+            None => defaults.max_pending_secrets,
+            Some(value) => value.as_u64().and_then(|n| u32::try_from(n).ok()),
+        },
+        allow_import: map
+            .get("allow_import")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(defaults.allow_import),
+        max_grace_period: duration("max_grace_period", defaults.max_grace_period),
+    }
+}
+
+/// The text stored for `policy`.
+fn policy_to_stored(policy: &CredentialPolicy) -> String {
+    let seconds = |d: Option<chrono::Duration>| d.map(|d| d.num_seconds());
+    serde_json::json!({
+        "max_secret_lifetime": seconds(policy.max_secret_lifetime),
+        "default_secret_lifetime": seconds(policy.default_secret_lifetime),
+        "pending_ttl": seconds(policy.pending_ttl),
+        "max_pending_secrets": policy.max_pending_secrets,
+        "allow_import": policy.allow_import,
+        "max_grace_period": seconds(policy.max_grace_period),
+    })
+    .to_string()
 }
 
 fn live() -> sea_orm::Select<orgs::Entity> {
@@ -87,6 +135,7 @@ impl Store {
             create_time: Set(now),
             update_time: Set(now),
             delete_time: Set(None),
+            credential_policy: Set(String::new()),
         };
         // The custom domain is the only caller-chosen unique column.
         let written = row.insert(&txn).await;
@@ -151,12 +200,49 @@ impl Store {
         else {
             return Err(Error::NotFound("org"));
         };
+        if let Some(main_website) = &changes.main_website {
+            // Seed 002's rule holds after the fact too: no native app's link may
+            // end up on the main website's host.
+            let apps: Vec<AppRegistration> = app_registrations::Entity::find()
+                .filter(app_registrations::Column::OrgId.eq(id.as_str()))
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(AppRegistration::try_from)
+                .collect::<Result<_, _>>()?;
+            let clashing = crate::domain::app::links_on_website_host(&apps, main_website);
+            if !clashing.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "main_website would be on {}, the host of the App Link / Universal Link of these app registrations: {}; change their app_link first",
+                    url::Url::parse(main_website)
+                        .ok()
+                        .and_then(|u| u.host_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    clashing
+                        .iter()
+                        .map(|app| format!("{} ({})", app.id, app.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let policy = match &changes.credential_policy {
+            Some(change) => Some(
+                change
+                    .apply(policy_from_stored(&row.credential_policy))
+                    .map_err(Error::Invalid)?,
+            ),
+            None => None,
+        };
         let mut row: orgs::ActiveModel = row.into();
         if let Some(name) = changes.name {
             row.name = Set(name);
         }
         if let Some(main_website) = changes.main_website {
             row.main_website = Set(main_website);
+        }
+        if let Some(policy) = policy {
+            row.credential_policy = Set(policy_to_stored(&policy));
         }
         if let Some(custom_domain) = changes.custom_domain {
             row.custom_domain = Set(custom_domain);

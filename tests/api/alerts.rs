@@ -206,6 +206,44 @@ async fn the_failed_verification_alert_fires_for_the_attacked_org_and_resolves(b
     )
     .await;
 
+    // A secret that ends within CREDD_EXPIRY_WARNING: the gauge per org appears
+    // (an org with nothing expiring has no series).
+    let expiring = app.create_org().await;
+    let generated = app
+        .secrets
+        .clone()
+        .generate_client_secret(credd::pb::GenerateClientSecretRequest {
+            org_id: expiring.id.clone(),
+            expiration: Some(credd::pb::generate_client_secret_request::Expiration::Ttl(
+                prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                },
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.activate(
+        &expiring.id,
+        credd::pb::activate_client_secret_request::Secret::SecretId(generated.secret.unwrap().id),
+        0,
+    )
+    .await
+    .unwrap();
+    let series = format!("credd_secrets_expiring{{org_id=\"{}\"}} 1", expiring.id);
+    wait_until(
+        "the expiring gauge counts the secret",
+        Duration::from_secs(30),
+        async || {
+            get(metrics, "/metrics")
+                .await
+                .is_some_and(|(_, body)| body.contains(&series))
+        },
+    )
+    .await;
+
     // Every query of the rules (as shipped) and of the dashboard evaluates, and
     // names only metrics credd exports.
     let exported = get(metrics, "/metrics").await.unwrap().1;

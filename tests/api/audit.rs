@@ -310,6 +310,7 @@ async fn a_change_whose_audit_event_cannot_be_written_is_not_made(backend: Backe
             .generate_client_secret(GenerateClientSecretRequest {
                 org_id: acme.id.clone(),
                 description: String::new(),
+                ..Default::default()
             })
             .await,
         Code::Internal,
@@ -383,6 +384,7 @@ async fn no_secret_or_token_is_ever_in_the_trail(backend: Backend) {
             org_id: org.id.clone(),
             plaintext: imported.into(),
             description: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -45,6 +45,7 @@ const ALLOWED: [(&str, &[&str]); 10] = [
             "credd.v1.ClientSecrets/ImportClientSecret",
             "credd.v1.ClientSecrets/ActivateClientSecret",
             "credd.v1.ClientSecrets/RevokeClientSecret",
+            "credd.v1.ClientSecrets/RotateClientSecret",
             "credd.v1.ClientSecrets/ListClientSecrets",
         ],
     ),
@@ -300,6 +301,7 @@ async fn a_gateway_token_verifies_and_checks_redirects_and_nothing_else(backend:
             .generate_client_secret(credd::pb::GenerateClientSecretRequest {
                 org_id: org.id,
                 description: String::new(),
+                ..Default::default()
             })
             .await,
         Code::PermissionDenied,

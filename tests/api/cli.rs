@@ -546,6 +546,7 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
             org_id: org.id.clone(),
             plaintext: IMPORTED.into(),
             description: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -577,7 +578,8 @@ async fn no_secret_or_token_reaches_the_logs_even_at_trace(backend: Backend) {
             .import_client_secret(ImportClientSecretRequest {
                 org_id: org.id.clone(),
                 plaintext: weak.into(),
-                description: String::new()
+                description: String::new(),
+                ..Default::default()
             })
             .await
             .is_err()

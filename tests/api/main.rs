@@ -14,6 +14,7 @@ mod client_secrets;
 mod directory;
 mod gateway;
 mod grpcurl;
+mod lifecycle;
 mod operations;
 mod orgs;
 mod readme;

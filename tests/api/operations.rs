@@ -243,6 +243,7 @@ async fn an_rpc_past_the_server_timeout_is_cancelled(backend: Backend) {
                 org_id: org.into_inner().id,
                 plaintext: "Vx9kP2mQ7rT4wY6zA1bC3dE5fG8hJ0kLmNoPqRsTuVw".into(),
                 description: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err(),

@@ -25,6 +25,7 @@ async fn a_page_token_continues_only_the_list_it_came_from(backend: Backend) {
             org_id: acme.id.clone(),
             page_size: 1,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -35,6 +36,7 @@ async fn a_page_token_continues_only_the_list_it_came_from(backend: Backend) {
         org_id: org_id.to_owned(),
         page_size: 1,
         page_token: page_token.to_owned(),
+        ..Default::default()
     };
     let second = app
         .secrets

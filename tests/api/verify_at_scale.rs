@@ -292,8 +292,16 @@ async fn cancelled_verifications_give_their_queue_places_back(backend: Backend) 
         async || app.verifier.hasher().waiting() == 0,
     )
     .await;
+    // Cancelled calls the server had not yet read may still arrive and queue for
+    // a moment; a leaked place would refuse forever.
     assert!(
-        app.verify(&bystander.client_id, &rightful).await.unwrap(),
+        app.verdict_once_past(
+            Code::ResourceExhausted,
+            Duration::from_secs(30),
+            &bystander.client_id,
+            &rightful
+        )
+        .await,
         "the rightful secret of another org verifies after the storm"
     );
 }
@@ -547,10 +555,12 @@ async fn no_sequence_of_operations_makes_a_wrong_secret_valid(backend: Backend) 
                         app.activate(&acme.id, Secret::SecretId(secrets[i].0.clone()), grace)
                             .await
                             .unwrap();
-                        for s in secrets.iter_mut() {
+                        for (j, s) in secrets.iter_mut().enumerate() {
                             s.2 = match s.2 {
                                 State::Active if grace > 0 => State::Retiring,
                                 State::Active | State::Retiring => State::Gone,
+                                // Older pending secrets are superseded.
+                                State::Pending if j < i => State::Gone,
                                 other => other,
                             };
                         }

@@ -18,6 +18,8 @@ pub struct Model {
     pub expire_time: Option<DateTimeUtc>,
     pub revoke_time: Option<DateTimeUtc>,
     pub last_used_time: Option<DateTimeUtc>,
+    pub lifetime_end: Option<DateTimeUtc>,
+    pub pending_expire_time: Option<DateTimeUtc>,
 }
 
 // The hash stays out of Debug output.

@@ -104,6 +104,7 @@ impl Clients {
             .generate_client_secret(GenerateClientSecretRequest {
                 org_id: org_id.into(),
                 description: "test".into(),
+                ..Default::default()
             })
             .await
             .expect("generate a client secret")
@@ -144,6 +145,33 @@ impl Clients {
         (active, generated.plaintext)
     }
 
+    /// Sets the fields `fields` (names under `credential_policy.`) of `org_id`'s
+    /// policy to their values in `policy`; answers the org.
+    pub async fn set_policy(
+        &self,
+        org_id: &str,
+        fields: &[&str],
+        policy: credd::pb::CredentialPolicy,
+    ) -> Result<Org, Status> {
+        self.orgs
+            .clone()
+            .update_org(credd::pb::UpdateOrgRequest {
+                org: Some(Org {
+                    id: org_id.into(),
+                    credential_policy: Some(policy),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: fields
+                        .iter()
+                        .map(|f| format!("credential_policy.{f}"))
+                        .collect(),
+                }),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Imports a fresh random secret for `org_id` and activates it at once: its
     /// metadata as ACTIVE, and its plaintext. Imported secrets are stored with
     /// argon2id, so these are what the verdict cache, the throttle and the argon2
@@ -159,6 +187,7 @@ impl Clients {
                 org_id: org_id.into(),
                 plaintext: plaintext.clone(),
                 description: "test".into(),
+                ..Default::default()
             })
             .await
             .expect("import a client secret")
