@@ -35,6 +35,7 @@ use crate::{
         VerifyService,
         callers::{Authenticator, TokenService},
         directory::Directory,
+        events::AuditFeed,
         hasher::{Hasher, HasherConfig},
         throttle::Throttle,
         verify_cache::{self, VerifyCache},
@@ -113,6 +114,7 @@ pub struct App {
     clock: Arc<dyn Clock>,
     sweep_interval: Duration,
     expiry_warning: Duration,
+    audit_feed: AuditFeed,
 }
 
 /// The limits every connection and RPC runs under.
@@ -205,6 +207,11 @@ impl App {
             .reload_all()
             .await
             .map_err(|err| StartError::Config(format!("cannot load the directory: {err}")))?;
+        let audit_feed = AuditFeed::new(store.clone());
+        audit_feed
+            .start()
+            .await
+            .map_err(|err| StartError::Config(format!("cannot read the audit trail: {err}")))?;
         let cache_ttl = chrono::Duration::from_std(settings.verify_cache_ttl)
             .map_err(|_| StartError::Config("CREDD_VERIFY_CACHE_TTL is too long".into()))?;
         let cache = Arc::new(VerifyCache::new(cache_ttl, verify_cache::DEFAULT_CAPACITY));
@@ -271,6 +278,7 @@ impl App {
             clock: sweep_clock,
             sweep_interval: settings.sweep_interval.unwrap_or(Duration::from_secs(5)),
             expiry_warning: settings.expiry_warning,
+            audit_feed,
         })
     }
 
@@ -380,8 +388,11 @@ impl App {
                     .max_decoding_message_size(max),
             )
             .add_service(
-                AuditServer::new(AuditGrpc::new(AuditService::new(self.store.clone())))
-                    .max_decoding_message_size(max),
+                AuditServer::new(AuditGrpc::new(
+                    AuditService::new(self.store.clone()),
+                    self.audit_feed.clone(),
+                ))
+                .max_decoding_message_size(max),
             )
             .add_service(
                 CallerTokensServer::new(CallerTokensGrpc::new(
@@ -423,6 +434,8 @@ impl App {
             start: self.feed_start,
         };
         background.spawn(|stop| background::follow_changes(follow, stop));
+        let audit_feed = self.audit_feed.clone();
+        background.spawn(|stop| background::follow_audit(audit_feed, stop));
         let (store, clock) = (self.store.clone(), self.clock.clone());
         let (sweep_every, warning) = (self.sweep_interval, self.expiry_warning);
         background
@@ -459,10 +472,14 @@ impl App {
 
         let health = self.health.clone();
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let audit_feed = self.audit_feed.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new calls, finishing in-flight ones");
             draining.store(true, Ordering::SeqCst);
+            // Watchers end with UNAVAILABLE naming where to resume, so that they
+            // reconnect to another replica and the drain does not wait for them.
+            audit_feed.close();
             set_status(&health, ServingStatus::NotServing).await;
             METRICS.serving.set(0);
             let _ = draining_tx.send(());

@@ -146,6 +146,31 @@ pub(super) async fn flush_failed_verifications(
     refusals.flush(&store, clock.now()).await;
 }
 
+/// Reads the audit trail's new events for WatchAuditEvents, in commit order,
+/// every [`TAIL_EVERY`](crate::service::events::TAIL_EVERY).
+pub(super) async fn follow_audit(feed: crate::service::events::AuditFeed, mut stop: Stop) {
+    let mut failing = false;
+    while stop.sleep(crate::service::events::TAIL_EVERY).await {
+        match tokio::time::timeout(FEED_TIMEOUT, feed.poll()).await {
+            Ok(Ok(_)) => {
+                if failing {
+                    tracing::info!("audit trail readable again: watchers follow");
+                }
+                failing = false;
+            }
+            Ok(Err(err)) if !failing => {
+                tracing::warn!(error = %err, "cannot read the audit trail; watchers wait");
+                failing = true;
+            }
+            Err(_) if !failing => {
+                tracing::warn!("reading the audit trail timed out; watchers wait");
+                failing = true;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Sums up refused verifications in the log every few seconds, and once more at
 /// stop.
 pub(super) async fn flush_refusal_log(verifier: VerifyService, mut stop: Stop) {
@@ -247,6 +272,22 @@ pub(super) async fn sweep_secrets(
                 tracing::debug!(error = %err, "could not sweep secret ends; the next sweep will")
             }
             Err(_) => tracing::debug!("sweeping secret ends timed out"),
+        }
+        match tokio::time::timeout(
+            FEED_TIMEOUT * 5,
+            store.announce_expiring(now, now + warning, 500, &actor),
+        )
+        .await
+        {
+            Ok(Ok(announced)) => {
+                for (org_id, secret_id) in &announced {
+                    tracing::info!(%org_id, %secret_id, "client secret expiring within CREDD_EXPIRY_WARNING");
+                }
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "could not announce expiring secrets; the next sweep will")
+            }
+            Err(_) => tracing::debug!("announcing expiring secrets timed out"),
         }
         if last_gauge.is_some_and(|at| at.elapsed() < EXPIRING_EVERY) {
             continue;

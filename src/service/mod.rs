@@ -7,6 +7,7 @@ pub mod callers;
 pub mod client_secrets;
 pub mod clock;
 pub mod directory;
+pub mod events;
 pub mod gateway;
 pub mod hasher;
 pub mod orgs;

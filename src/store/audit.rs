@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
-    QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 use super::{Store, entities::audit_events, page_of};
@@ -60,13 +60,29 @@ impl NewEvent {
     }
 }
 
-/// Appends `event` on `db` (a transaction, so that the event commits with its change).
-pub(super) async fn append<C: ConnectionTrait>(
-    db: &C,
+/// Appends `event` in `txn`, so that the event commits with its change.
+///
+/// Its `seq` comes from the one-row audit counter: the row lock the increment
+/// takes is held to the commit, so appending transactions commit in `seq` order
+/// and a reader going on from the last `seq` it saw (WatchAuditEvents) misses
+/// nothing. Every transaction that appends does so before it announces a change
+/// (`changes::announce`), so the two counters are always locked in one order.
+pub(super) async fn append(
+    txn: &DatabaseTransaction,
     event: NewEvent,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    let backend = txn.get_database_backend();
+    let seq = txn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "UPDATE audit_counter SET value = value + 1 WHERE id = 1 RETURNING value",
+        ))
+        .await?
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .ok_or_else(|| Error::Internal("the audit counter row is missing".into()))?;
     audit_events::ActiveModel {
+        seq: Set(Some(seq)),
         id: Set(AuditEventId::generate().into_string()),
         time: Set(now),
         caller: Set(event.actor.caller),
@@ -81,7 +97,7 @@ pub(super) async fn append<C: ConnectionTrait>(
             event.details.to_string()
         }),
     }
-    .insert(db)
+    .insert(txn)
     .await?;
     Ok(())
 }
@@ -107,7 +123,50 @@ impl Store {
     /// verifications).
     #[tracing::instrument(name = "store.append_event", skip_all)]
     pub async fn append_event(&self, event: NewEvent, now: DateTime<Utc>) -> Result<(), Error> {
-        append(&self.db, event, now).await
+        // A transaction of its own: the counter's lock must last to the commit.
+        let txn = self.db.begin().await?;
+        append(&txn, event, now).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The events after `after` in commit order (`seq`), oldest first, at most
+    /// `limit`, each with its `seq`.
+    #[tracing::instrument(name = "store.events_after", skip_all)]
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, AuditEvent)>, Error> {
+        Ok(audit_events::Entity::find()
+            .filter(audit_events::Column::Seq.gt(after))
+            .order_by_asc(audit_events::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.seq.unwrap_or_default(), AuditEvent::from(row)))
+            .collect())
+    }
+
+    /// The `seq` of event `id`, if there is such an event.
+    pub async fn event_seq(&self, id: &AuditEventId) -> Result<Option<i64>, Error> {
+        Ok(audit_events::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await?
+            .and_then(|row| row.seq))
+    }
+
+    /// The newest event's `seq` (0 for an empty trail).
+    pub async fn last_event_seq(&self) -> Result<i64, Error> {
+        Ok(audit_events::Entity::find()
+            .select_only()
+            .column_as(audit_events::Column::Seq.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .unwrap_or(0))
     }
 
     /// One page of events matching `filter`, newest first.

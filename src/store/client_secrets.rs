@@ -278,6 +278,7 @@ impl Store {
             last_used_time: Set(None),
             lifetime_end: Set(new.lifetime_end),
             pending_expire_time: Set(new.pending_expire_time),
+            expiring_announced: Set(false),
         }
         .insert(&txn)
         .await?;
@@ -477,6 +478,56 @@ impl Store {
             });
         }
         Ok(ended)
+    }
+
+    /// Writes one `secret.expiring` event for each ACTIVE secret whose lifetime
+    /// ends between `now` and `until` and that has none yet (at most `limit`),
+    /// marking it in the same transaction with a compare-and-swap, so that of
+    /// several replicas sweeping at once exactly one writes it. Answers the
+    /// secrets announced.
+    #[tracing::instrument(name = "store.announce_expiring", skip_all)]
+    pub async fn announce_expiring(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u64,
+        actor: &crate::domain::caller::Actor,
+    ) -> Result<Vec<(OrgId, SecretId)>, Error> {
+        use sea_orm::QuerySelect as _;
+        let due = client_secrets::Entity::find()
+            .filter(client_secrets::Column::State.eq(ClientSecretState::Active.as_str()))
+            .filter(client_secrets::Column::ExpiringAnnounced.eq(false))
+            .filter(client_secrets::Column::LifetimeEnd.gt(now))
+            .filter(client_secrets::Column::LifetimeEnd.lte(until))
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut announced = Vec::new();
+        for row in due {
+            let Some(end) = row.lifetime_end else {
+                continue;
+            };
+            let txn = self.db.begin().await?;
+            let marked = client_secrets::Entity::update_many()
+                .col_expr(client_secrets::Column::ExpiringAnnounced, Expr::value(true))
+                .filter(client_secrets::Column::Id.eq(row.id.as_str()))
+                .filter(client_secrets::Column::ExpiringAnnounced.eq(false))
+                .exec(&txn)
+                .await?;
+            if marked.rows_affected != 1 {
+                // Another replica wrote it first.
+                txn.rollback().await?;
+                continue;
+            }
+            let org_id = OrgId::from_stored(row.org_id);
+            let event = NewEvent::new(actor, "secret.expiring", Some(&org_id), &row.id).details(
+                serde_json::json!({ "expire_time": end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
+            );
+            audit::append(&txn, event, now).await?;
+            txn.commit().await?;
+            announced.push((org_id, SecretId::from_stored(row.id)));
+        }
+        Ok(announced)
     }
 
     /// Per org, how many ACTIVE or RETIRING secrets stop verifying between `now`

@@ -70,7 +70,13 @@ const ALLOWED: [(&str, &[&str]); 10] = [
             "credd.v1.AppRegistrations/DeleteAppRegistration",
         ],
     ),
-    ("audit:read", &["credd.v1.Audit/ListAuditEvents"]),
+    (
+        "audit:read",
+        &[
+            "credd.v1.Audit/ListAuditEvents",
+            "credd.v1.Audit/WatchAuditEvents",
+        ],
+    ),
     (
         "gateway",
         &[
@@ -121,10 +127,37 @@ pub async fn call(app: &TestApp, rpc: &str, token: Option<&str>) -> Code {
     grpc.ready().await.unwrap();
     let path = PathAndQuery::try_from(format!("/{rpc}")).unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    if server_streaming(rpc) {
+        // A watch answers its headers at once and then follows: its code is
+        // whether it started.
+        return match grpc
+            .server_streaming(tonic::Request::new(()), path, codec)
+            .await
+        {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+    }
     match grpc.unary(tonic::Request::new(()), path, codec).await {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
+}
+
+/// Whether `rpc` ("service/method") streams its answers, per the descriptors.
+pub fn server_streaming(rpc: &str) -> bool {
+    let set = prost_types::FileDescriptorSet::decode(credd::pb::FILE_DESCRIPTOR_SET).unwrap();
+    set.file
+        .iter()
+        .filter(|f| f.package() == "credd.v1")
+        .flat_map(|f| f.service.iter())
+        .flat_map(|service| {
+            service
+                .method
+                .iter()
+                .map(move |m| (format!("credd.v1.{}/{}", service.name(), m.name()), m))
+        })
+        .any(|(name, method)| name == rpc && method.server_streaming())
 }
 
 pub async fn tokens_of(app: &TestApp) -> (Store, TokenService) {

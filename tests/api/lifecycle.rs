@@ -645,8 +645,18 @@ async fn rotate_is_one_transaction(backend: Backend) {
     // A rotation that fails (the org is gone between the policy read and the
     // write is hard to time; a refused one is not): nothing stored, nothing moved.
     assert_invalid(rotate(&app, &org.id, -5).await, "grace_period");
+    // (last_used_time moves with the verifications above, in the background.)
+    let shape = |list: Vec<credd::pb::ClientSecret>| {
+        list.into_iter()
+            .map(|s| (s.id.clone(), s.state(), s.expire_time))
+            .collect::<Vec<_>>()
+    };
     let after = app.list_secrets(&org.id).await;
-    assert_eq!(after, listed, "a refused rotation leaves the org as it was");
+    assert_eq!(
+        shape(after),
+        shape(listed),
+        "a refused rotation leaves the org as it was"
+    );
     assert_code(
         rotate(&app, "01a23835-6fed-7610-96b1-f8545188bab2", 0).await,
         Code::NotFound,

@@ -23,7 +23,7 @@ use prost::Message as _;
 use tonic::{Code, codegen::http::uri::PathAndQuery};
 
 use crate::{
-    callers::{every_rpc, tokens_of},
+    callers::{every_rpc, server_streaming, tokens_of},
     helpers::{Backend, TestApp, spawn_app},
 };
 
@@ -218,6 +218,17 @@ async fn call(app: &TestApp, rpc: &str, token: &str, body: Vec<u8>) -> Code {
     grpc.ready().await.unwrap();
     let path = PathAndQuery::try_from(format!("/{rpc}")).unwrap();
     let codec = tonic_prost::ProstCodec::<Raw, ()>::default();
+    if server_streaming(rpc) {
+        // A watch answers its headers at once and then follows: its code is
+        // whether it started.
+        return match grpc
+            .server_streaming(tonic::Request::new(Raw(body)), path, codec)
+            .await
+        {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+    }
     match grpc
         .unary(tonic::Request::new(Raw(body)), path, codec)
         .await

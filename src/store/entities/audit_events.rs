@@ -15,6 +15,8 @@ pub struct Model {
     pub outcome: String,
     pub request_id: String,
     pub details: String,
+    /// Its place in commit order (WatchAuditEvents reads on from it).
+    pub seq: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,8 @@ pub struct Model {
     pub last_used_time: Option<DateTimeUtc>,
     pub lifetime_end: Option<DateTimeUtc>,
     pub pending_expire_time: Option<DateTimeUtc>,
+    /// Whether its `secret.expiring` event was written.
+    pub expiring_announced: bool,
 }
 
 // The hash stays out of Debug output.
