@@ -172,7 +172,8 @@ impl App {
             bind_optional(settings.metrics_listen, "CREDD_METRICS_LISTEN").await?;
         let health_listener = bind_optional(settings.health_listen, "CREDD_HEALTH_LISTEN").await?;
 
-        let store = Store::connect(settings.database_url.expose_secret()).await?;
+        let store =
+            Store::connect_with(settings.database_url.expose_secret(), reach(&settings)).await?;
         store.migrate().await?;
         tracing::info!(
             database = %crate::store::describe_url(settings.database_url.expose_secret()),
@@ -660,7 +661,7 @@ pub async fn token_service(settings: &Settings) -> Result<TokenService, StartErr
             file.display()
         )));
     }
-    let store = Store::connect(url).await?;
+    let store = Store::connect_with(url, reach(settings)).await?;
     store.migrate().await?;
     Ok(TokenService::new(store, Arc::new(SystemClock)))
 }
@@ -730,7 +731,7 @@ pub async fn doctor(settings: &Settings) -> Vec<Finding> {
         ));
         return findings;
     }
-    let store = match Store::connect(url).await {
+    let store = match Store::connect_with(url, reach(settings)).await {
         Ok(store) => store,
         Err(err) => {
             findings.push(finding("connection", err.to_string(), false));
@@ -763,9 +764,17 @@ pub async fn doctor(settings: &Settings) -> Vec<Finding> {
     findings
 }
 
+/// How the store of `settings` reaches its database.
+fn reach(settings: &Settings) -> crate::store::Reach {
+    crate::store::Reach {
+        pooler: settings.database_pooler,
+        direct_url: settings.database_listen_url.clone(),
+    }
+}
+
 /// Runs the migrations of the database in `settings` and nothing else.
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
-    let store = Store::connect(settings.database_url.expose_secret()).await?;
+    let store = Store::connect_with(settings.database_url.expose_secret(), reach(settings)).await?;
     store.migrate().await?;
     store.close().await;
     Ok(())

@@ -48,6 +48,31 @@ pub struct Settings {
     )]
     pub database_url: SecretString,
 
+    /// What CREDD_DATABASE_URL points at: the database itself, or a pooler in
+    /// transaction mode (PgBouncer `pool_mode = transaction`, RDS Proxy,
+    /// Supavisor), through which credd then runs every statement in a transaction
+    /// that clears its prepared statements first.
+    #[arg(
+        long,
+        env = "CREDD_DATABASE_POOLER",
+        default_value = "none",
+        value_enum,
+        value_name = "MODE"
+    )]
+    pub database_pooler: crate::store::Pooler,
+
+    /// A direct URL of the same PostgreSQL database, for what a transaction pooler
+    /// cannot carry: LISTEN (replicas learn of changes at once) and migrations
+    /// (they hold a session lock). Unset behind a pooler, the change counter alone
+    /// keeps replicas within a second and a pending migration is refused.
+    #[arg(
+        long,
+        env = "CREDD_DATABASE_LISTEN_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_listen_url: Option<SecretString>,
+
     /// An extra admin caller token for automation and tests, at least 32 printable
     /// characters, accepted as `authorization: Bearer <token>` (until
     /// CREDD_BOOTSTRAP_TOKEN_EXPIRE, when set). Unset, the first start over a
@@ -258,6 +283,33 @@ pub struct StoreSettings {
     )]
     pub database_url: SecretString,
 
+    /// What CREDD_DATABASE_URL points at: the database itself, or a pooler in
+    /// transaction mode (PgBouncer `pool_mode = transaction`, RDS Proxy,
+    /// Supavisor), through which credd then runs every statement in a transaction
+    /// that clears its prepared statements first.
+    #[arg(
+        long,
+        env = "CREDD_DATABASE_POOLER",
+        default_value = "none",
+        value_enum,
+        value_name = "MODE",
+        global = true
+    )]
+    pub database_pooler: crate::store::Pooler,
+
+    /// A direct URL of the same PostgreSQL database, for what a transaction pooler
+    /// cannot carry: LISTEN (replicas learn of changes at once) and migrations
+    /// (they hold a session lock). Unset behind a pooler, the change counter alone
+    /// keeps replicas within a second and a pending migration is refused.
+    #[arg(
+        long,
+        env = "CREDD_DATABASE_LISTEN_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_listen_url: Option<SecretString>,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "CREDD_LOG", default_value = DEFAULT_LOG, value_name = "FILTER", global = true)]
     pub log: String,
@@ -279,6 +331,8 @@ impl StoreSettings {
         use secrecy::ExposeSecret as _;
         let mut settings = Settings::with_database(self.database_url.expose_secret());
         settings.config = self.config;
+        settings.database_pooler = self.database_pooler;
+        settings.database_listen_url = self.database_listen_url;
         settings.log = self.log;
         settings.log_format = self.log_format;
         settings

@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 
 use super::{
@@ -138,7 +137,7 @@ impl Store {
         event: NewEvent,
     ) -> Result<AppRegistration, Error> {
         let platform = app.kind.platform();
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let mut row = app_registrations::ActiveModel {
             id: Set(id.into_string()),
@@ -170,7 +169,7 @@ impl Store {
     ) -> Result<Option<AppRegistration>, Error> {
         in_scope(scope)
             .filter(app_registrations::Column::Id.eq(id.as_str()))
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .map(AppRegistration::try_from)
             .transpose()
@@ -184,7 +183,7 @@ impl Store {
         page: &PageRequest,
     ) -> Result<Page<AppRegistration>, Error> {
         page_of(
-            &self.db,
+            &self.conn(),
             in_scope(OrgScope::Only(org_id)),
             app_registrations::Column::Id,
             Order::Asc,
@@ -200,7 +199,7 @@ impl Store {
         rows(
             in_scope(OrgScope::Only(org_id))
                 .order_by_asc(app_registrations::Column::Id)
-                .all(&self.db)
+                .all(&self.conn())
                 .await?,
         )
     }
@@ -216,7 +215,7 @@ impl Store {
         event: NewEvent,
     ) -> Result<AppRegistration, Error> {
         let platform = valid.kind.platform();
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let Some(row) = in_scope(OrgScope::Only(org_id))
             .filter(app_registrations::Column::Id.eq(id.as_str()))
@@ -255,7 +254,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<(), Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let result = app_registrations::Entity::delete_many()
             .filter(app_registrations::Column::OrgId.eq(org_id.as_str()))
             .filter(app_registrations::Column::Id.eq(id.as_str()))

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use super::{Store, entities::audit_events, page_of};
@@ -124,7 +124,7 @@ impl Store {
     #[tracing::instrument(name = "store.append_event", skip_all)]
     pub async fn append_event(&self, event: NewEvent, now: DateTime<Utc>) -> Result<(), Error> {
         // A transaction of its own: the counter's lock must last to the commit.
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         append(&txn, event, now).await?;
         txn.commit().await?;
         Ok(())
@@ -142,7 +142,7 @@ impl Store {
             .filter(audit_events::Column::Seq.gt(after))
             .order_by_asc(audit_events::Column::Seq)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await?
             .into_iter()
             .map(|row| (row.seq.unwrap_or_default(), AuditEvent::from(row)))
@@ -152,7 +152,7 @@ impl Store {
     /// The `seq` of event `id`, if there is such an event.
     pub async fn event_seq(&self, id: &AuditEventId) -> Result<Option<i64>, Error> {
         Ok(audit_events::Entity::find_by_id(id.as_str())
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .and_then(|row| row.seq))
     }
@@ -163,7 +163,7 @@ impl Store {
             .select_only()
             .column_as(audit_events::Column::Seq.max(), "last")
             .into_tuple::<Option<i64>>()
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .flatten()
             .unwrap_or(0))
@@ -196,7 +196,7 @@ impl Store {
             query = query.filter(audit_events::Column::Time.lt(end));
         }
         page_of(
-            &self.db,
+            &self.conn(),
             query,
             audit_events::Column::Id,
             Order::Desc,

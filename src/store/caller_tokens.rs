@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
+    QueryFilter, QueryOrder, sea_query::Expr,
 };
 
 use super::{
@@ -75,7 +75,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<CallerToken, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let row = caller_tokens::ActiveModel {
             id: Set(id.into_string()),
             name: Set(name.to_owned()),
@@ -103,7 +103,7 @@ impl Store {
     pub async fn list_tokens(&self) -> Result<Vec<CallerToken>, Error> {
         Ok(caller_tokens::Entity::find()
             .order_by_asc(caller_tokens::Column::Id)
-            .all(&self.db)
+            .all(&self.conn())
             .await?
             .into_iter()
             .map(CallerToken::from)
@@ -113,7 +113,7 @@ impl Store {
     /// How many caller tokens were ever created.
     #[tracing::instrument(name = "store.count_tokens", skip_all)]
     pub async fn count_tokens(&self) -> Result<u64, Error> {
-        Ok(caller_tokens::Entity::find().count(&self.db).await?)
+        Ok(caller_tokens::Entity::find().count(&self.conn()).await?)
     }
 
     /// The tokens that are not revoked (expiry is judged at use).
@@ -121,7 +121,7 @@ impl Store {
     pub async fn live_tokens(&self) -> Result<Vec<LiveToken>, Error> {
         Ok(caller_tokens::Entity::find()
             .filter(caller_tokens::Column::RevokeTime.is_null())
-            .all(&self.db)
+            .all(&self.conn())
             .await?
             .into_iter()
             .map(|row| {
@@ -151,7 +151,7 @@ impl Store {
         // time, so pages may come back short (the token still continues them).
         let Some(reach) = reach else {
             return page_of(
-                &self.db,
+                &self.conn(),
                 caller_tokens::Entity::find(),
                 caller_tokens::Column::Id,
                 Order::Asc,
@@ -170,7 +170,7 @@ impl Store {
         query = query.filter(any);
         let access = OrgAccess::of(reach.to_vec());
         let mut result = page_of(
-            &self.db,
+            &self.conn(),
             query,
             caller_tokens::Column::Id,
             Order::Asc,
@@ -186,7 +186,7 @@ impl Store {
     #[tracing::instrument(name = "store.find_token", skip_all)]
     pub async fn find_token(&self, id: &CallerTokenId) -> Result<Option<CallerToken>, Error> {
         Ok(caller_tokens::Entity::find_by_id(id.as_str())
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .map(CallerToken::from))
     }
@@ -199,7 +199,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<CallerToken, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let result = caller_tokens::Entity::update_many()
             .col_expr(caller_tokens::Column::RevokeTime, Expr::value(now))
             .filter(caller_tokens::Column::Id.eq(id.as_str()))
@@ -241,7 +241,7 @@ impl Store {
         caller_tokens::Entity::update_many()
             .col_expr(caller_tokens::Column::LastUsedTime, Expr::value(now))
             .filter(caller_tokens::Column::Id.is_in(ids.iter().map(CallerTokenId::as_str)))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await?;
         Ok(())
     }

@@ -8,6 +8,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
     DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, sqlx,
 };
+use secrecy::ExposeSecret as _;
 
 use super::{Store, entities::change_log};
 use crate::{Error, domain::ids::OrgId};
@@ -102,31 +103,38 @@ impl Store {
         &self.origin
     }
 
-    /// The immediate change feed of this database.
+    /// The immediate change feed of this database: LISTEN over the direct URL when
+    /// one is set, else over the pool unless that is a transaction pooler (which
+    /// cannot carry a session's LISTEN).
     pub async fn change_feed(&self) -> Result<ChangeFeed, Error> {
-        match self.db.get_database_backend() {
-            DbBackend::Postgres => {
-                let mut listener = sqlx::postgres::PgListener::connect_with(
-                    self.db.get_postgres_connection_pool(),
-                )
-                .await
-                .map_err(|err| Error::Unavailable(Box::new(err)))?;
-                listener
-                    .listen(CHANNEL)
-                    .await
-                    .map_err(|err| Error::Unavailable(Box::new(err)))?;
-                Ok(ChangeFeed::Notifications(listener))
-            }
-            _ => Ok(ChangeFeed::CounterOnly),
+        if self.db.get_database_backend() != DbBackend::Postgres || !self.listens() {
+            return Ok(ChangeFeed::CounterOnly);
         }
+        let unavailable = |err: sqlx::Error| Error::Unavailable(Box::new(err));
+        let mut listener = match &self.direct_url {
+            Some(url) => sqlx::postgres::PgListener::connect(url.expose_secret()).await,
+            None => {
+                sqlx::postgres::PgListener::connect_with(self.db.get_postgres_connection_pool())
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        listener.listen(CHANNEL).await.map_err(unavailable)?;
+        Ok(ChangeFeed::Notifications(listener))
     }
 
-    /// How often the change counter should be polled: often on SQLite, where it is
-    /// the only cross-process signal; once a second on PostgreSQL, as the safety
-    /// net behind notifications.
+    /// Whether this store hears other processes' changes through LISTEN.
+    fn listens(&self) -> bool {
+        self.direct_url.is_some() || !self.pooled
+    }
+
+    /// How often the change counter should be polled: once a second on PostgreSQL
+    /// with LISTEN, as the safety net behind notifications; often where the counter
+    /// is the only cross-process signal (SQLite, a transaction pooler without a
+    /// direct URL), so that replicas stay within a second of each other.
     pub fn change_poll_interval(&self) -> std::time::Duration {
         match self.db.get_database_backend() {
-            DbBackend::Postgres => std::time::Duration::from_secs(1),
+            DbBackend::Postgres if self.listens() => std::time::Duration::from_secs(1),
             _ => std::time::Duration::from_millis(250),
         }
     }
@@ -135,7 +143,7 @@ impl Store {
     pub async fn change_version(&self) -> Result<i64, Error> {
         let backend = self.db.get_database_backend();
         let row = self
-            .db
+            .conn()
             .query_one_raw(Statement::from_string(
                 backend,
                 "SELECT version FROM change_counter WHERE id = 1",
@@ -154,7 +162,7 @@ impl Store {
             .filter(change_log::Column::Seq.gt(after))
             .order_by_asc(change_log::Column::Seq)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await?
             .into_iter()
             .map(|row| Change {
@@ -178,7 +186,7 @@ impl Store {
             .select_only()
             .column_as(change_log::Column::Seq.max(), "last")
             .into_tuple::<Option<i64>>()
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .flatten()
             .unwrap_or(0))
@@ -188,7 +196,7 @@ impl Store {
     pub async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64, Error> {
         Ok(change_log::Entity::delete_many()
             .filter(change_log::Column::Time.lt(before))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await?
             .rows_affected)
     }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
-    QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
+    QueryFilter, QueryOrder, sea_query::Expr,
 };
 
 use super::{
@@ -241,7 +241,7 @@ impl Store {
         max_pending: Option<u32>,
         activate: Option<ActivateAtOnce>,
     ) -> Result<ClientSecret, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         lock_live_org(&txn, &new.org_id).await?;
         if let (Some(max), None) = (max_pending, &activate) {
             let waiting = of_org(&new.org_id)
@@ -301,7 +301,7 @@ impl Store {
         org_id: &OrgId,
         secret_id: &SecretId,
     ) -> Result<Option<Candidate>, Error> {
-        match find_in(&self.db, org_id, secret_id).await {
+        match find_in(&self.conn(), org_id, secret_id).await {
             Ok(row) => candidate(row).map(Some),
             Err(Error::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
@@ -320,7 +320,7 @@ impl Store {
             .filter(client_secrets::Column::Imported.eq(true))
             .filter(client_secrets::Column::Hint.eq(hint))
             .filter(client_secrets::Column::State.is_in(states(in_states)))
-            .all(&self.db)
+            .all(&self.conn())
             .await?
             .into_iter()
             .map(candidate)
@@ -370,7 +370,7 @@ impl Store {
             query = query.filter(client_secrets::Column::ExpireTime.lt(before));
         }
         let mut page = page_of(
-            &self.db,
+            &self.conn(),
             query,
             client_secrets::Column::Id,
             Order::Desc,
@@ -436,7 +436,7 @@ impl Store {
                     ),
             )
             .limit(limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await?;
         let mut ended = Vec::new();
         for row in due {
@@ -445,7 +445,7 @@ impl Store {
                 state @ (ClientSecretState::Expired | ClientSecretState::Superseded) => state,
                 _ => continue,
             };
-            let txn = self.db.begin().await?;
+            let txn = self.begin().await?;
             let end = secret.expire_time.map_or(now, |end| end.min(now));
             let mut update = client_secrets::Entity::update_many()
                 .col_expr(client_secrets::Column::State, Expr::value(to.as_str()))
@@ -500,14 +500,14 @@ impl Store {
             .filter(client_secrets::Column::LifetimeEnd.gt(now))
             .filter(client_secrets::Column::LifetimeEnd.lte(until))
             .limit(limit)
-            .all(&self.db)
+            .all(&self.conn())
             .await?;
         let mut announced = Vec::new();
         for row in due {
             let Some(end) = row.lifetime_end else {
                 continue;
             };
-            let txn = self.db.begin().await?;
+            let txn = self.begin().await?;
             let marked = client_secrets::Entity::update_many()
                 .col_expr(client_secrets::Column::ExpiringAnnounced, Expr::value(true))
                 .filter(client_secrets::Column::Id.eq(row.id.as_str()))
@@ -551,7 +551,7 @@ impl Store {
             .filter(client_secrets::Column::ExpireTime.lte(until))
             .group_by(client_secrets::Column::OrgId)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.conn())
             .await?;
         Ok(rows
             .into_iter()
@@ -566,7 +566,7 @@ impl Store {
         of_org(org_id)
             .filter(client_secrets::Column::State.is_in(states(&CURRENT)))
             .order_by_desc(client_secrets::Column::Id)
-            .all(&self.db)
+            .all(&self.conn())
             .await?
             .into_iter()
             .map(ClientSecret::try_from)
@@ -585,7 +585,7 @@ impl Store {
         grace: Duration,
         event: NewEvent,
     ) -> Result<ClientSecret, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let target: ClientSecret = find_in(&txn, org_id, secret_id).await?.try_into()?;
         if target.state == ClientSecretState::Active {
@@ -608,7 +608,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<ClientSecret, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         lock_live_org(&txn, org_id).await?;
         let row = find_in(&txn, org_id, secret_id).await?;
         if row.state == ClientSecretState::Revoked.as_str() {
@@ -639,7 +639,7 @@ impl Store {
             .col_expr(client_secrets::Column::LastUsedTime, Expr::value(now))
             .filter(client_secrets::Column::OrgId.eq(org_id.as_str()))
             .filter(client_secrets::Column::Id.eq(secret_id.as_str()))
-            .exec(&self.db)
+            .exec(&self.conn())
             .await?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, sea_query::Expr,
+    sea_query::Expr,
 };
 
 use super::{
@@ -74,7 +74,7 @@ impl Store {
     /// the taker skips them.
     #[tracing::instrument(name = "store.directory", skip_all)]
     pub async fn directory(&self, mut take: impl FnMut(DirectoryRow)) -> Result<(), Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let mut after = String::new();
         loop {
             let page = orgs::Entity::find()
@@ -127,7 +127,7 @@ impl Store {
     /// does not exist or was deleted.
     #[tracing::instrument(name = "store.directory_entry", skip_all)]
     pub async fn directory_entry(&self, org_id: &OrgId) -> Result<Option<OrgRows>, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let entry = org_rows(&txn, org_id).await?;
         txn.commit().await?;
         Ok(entry)
@@ -139,7 +139,7 @@ impl Store {
         Ok(orgs::Entity::find()
             .filter(orgs::Column::ClientId.eq(client_id.as_str()))
             .filter(orgs::Column::DeleteTime.is_null())
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .map(|row| OrgId::from_stored(row.id)))
     }
@@ -156,7 +156,7 @@ impl Store {
         old_phc: &str,
         new_phc: &str,
     ) -> Result<bool, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let replaced = client_secrets::Entity::update_many()
             .col_expr(client_secrets::Column::Phc, Expr::value(new_phc))
             .filter(client_secrets::Column::OrgId.eq(org_id.as_str()))

@@ -11,13 +11,17 @@ pub mod client_secrets;
 pub mod directory;
 mod entities;
 pub mod orgs;
+mod pooled;
+
+pub use pooled::Pooler;
 
 use std::time::Duration;
 
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, sqlx,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, sqlx,
 };
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     Error,
@@ -33,9 +37,24 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Whether `db` is a transaction pooler (see [`pooled`]).
+    pooled: bool,
+    /// A direct URL of the same database, for what a transaction pooler cannot
+    /// carry: LISTEN and the migration lock.
+    direct_url: Option<std::sync::Arc<SecretString>>,
     /// This process's name in the change feed, so that it can tell its own
     /// changes (already applied when made) from other processes'.
     origin: std::sync::Arc<str>,
+}
+
+/// How the store reaches its database.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// What the URL points at.
+    pub pooler: Pooler,
+    /// A direct URL of the same database (`CREDD_DATABASE_LISTEN_URL`): LISTEN,
+    /// and migrations behind a transaction pooler.
+    pub direct_url: Option<SecretString>,
 }
 
 /// Why the store could not be opened at start.
@@ -54,8 +73,13 @@ pub enum OpenError {
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) without touching the schema.
-    #[tracing::instrument(name = "store.connect", skip_all)]
     pub async fn connect(url: &str) -> Result<Self, OpenError> {
+        Self::connect_with(url, Reach::default()).await
+    }
+
+    /// Connects to `url`, reached as `reach` says.
+    #[tracing::instrument(name = "store.connect", skip_all)]
+    pub async fn connect_with(url: &str, reach: Reach) -> Result<Self, OpenError> {
         let backend = if url.starts_with("sqlite:") {
             DbBackend::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -66,6 +90,14 @@ impl Store {
                     .into(),
             ));
         };
+        let pooled = reach.pooler == Pooler::Transaction;
+        if pooled && backend != DbBackend::Postgres {
+            return Err(OpenError::BadUrl(
+                "CREDD_DATABASE_POOLER=transaction is for PostgreSQL behind a pooler; \
+                 CREDD_DATABASE_URL names SQLite"
+                    .into(),
+            ));
+        }
         let mut options = ConnectOptions::new(url);
         options
             .connect_timeout(CONNECT_TIMEOUT)
@@ -81,6 +113,13 @@ impl Store {
             });
         } else {
             options.max_connections(32).min_connections(1);
+            if pooled {
+                // No cached statement names (they would not outlive a transaction
+                // on the pooler) and no startup parameter PgBouncer refuses.
+                options.map_sqlx_postgres_opts(|opts| {
+                    opts.statement_cache_capacity(0).extra_float_digits(None)
+                });
+            }
         }
         let db = Database::connect(options).await.map_err(|err| match &err {
             DbErr::Conn(RuntimeErr::SqlxError(inner))
@@ -92,6 +131,8 @@ impl Store {
         })?;
         Ok(Self {
             db,
+            pooled,
+            direct_url: reach.direct_url.map(std::sync::Arc::new),
             origin: uuid::Uuid::new_v4().simple().to_string().into(),
         })
     }
@@ -100,13 +141,50 @@ impl Store {
     ///
     /// On PostgreSQL a session advisory lock, held on a connection of its own while
     /// the migrations run on others, makes replicas that start together migrate one
-    /// after the other instead of racing.
+    /// after the other instead of racing. A transaction pooler cannot hold a
+    /// session's lock, so behind one the migrations run over the direct URL; without
+    /// one a current schema is fine and a stale one is refused, naming the fix.
     #[tracing::instrument(name = "store.migrate", skip_all)]
     pub async fn migrate(&self) -> Result<(), OpenError> {
+        if !self.pooled {
+            return self.migrate_here().await;
+        }
+        if let Some(direct_url) = &self.direct_url {
+            let direct = Store::connect(direct_url.expose_secret())
+                .await
+                .map_err(|err| {
+                    OpenError::Migrate(format!(
+                        "cannot reach the direct URL (CREDD_DATABASE_LISTEN_URL): {err}"
+                    ))
+                })?;
+            let migrated = direct.migrate_here().await;
+            direct.close().await;
+            return migrated;
+        }
+        match self.pending_migrations().await {
+            Ok(0) => Ok(()),
+            Ok(pending) => Err(OpenError::Migrate(format!(
+                "{pending} migration(s) pending, and migrations cannot run through a \
+                 transaction pooler (they hold a session lock): set \
+                 CREDD_DATABASE_LISTEN_URL to a direct URL of the database, or run \
+                 `credd migrate` once with CREDD_DATABASE_URL pointing at the database \
+                 itself"
+            ))),
+            Err(err) => Err(OpenError::Migrate(format!(
+                "cannot read the schema version: {err}"
+            ))),
+        }
+    }
+
+    async fn migrate_here(&self) -> Result<(), OpenError> {
         use migrations::MigratorTrait as _;
         const MIGRATION_LOCK: i64 = 0x0063_7265_6464; // "credd" in ASCII
-        let lock_error =
-            |err: sqlx::Error| OpenError::Migrate(format!("cannot take the migration lock: {err}"));
+        let lock_error = |err: sqlx::Error| {
+            OpenError::Migrate(format!(
+                "cannot take the migration lock: {}",
+                pooler_hint(&err)
+            ))
+        };
         let mut lock = match self.db.get_database_backend() {
             DbBackend::Postgres => {
                 let mut conn = self
@@ -139,9 +217,23 @@ impl Store {
     /// How many migrations have not run yet (0: the schema is current).
     pub async fn pending_migrations(&self) -> Result<usize, Error> {
         use migrations::MigratorTrait as _;
-        Ok(migrations::Migrator::get_pending_migrations(&self.db)
+        Ok(migrations::Migrator::get_pending_migrations(&self.conn())
             .await?
             .len())
+    }
+
+    /// Where lone statements run: the pool, or a transaction each behind a pooler.
+    fn conn(&self) -> pooled::Conn<'_> {
+        if self.pooled {
+            pooled::Conn::Pooled(&self.db)
+        } else {
+            pooled::Conn::Direct(&self.db)
+        }
+    }
+
+    /// Begins a transaction (that a transaction pooler carries, when behind one).
+    async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        pooled::begin(&self.db, self.pooled).await
     }
 
     /// Checks that the database answers a trivial query.
@@ -207,8 +299,8 @@ async fn commit_with_event<M>(
 
 /// One page of `query` in the order of its `id` column, after the position the
 /// request names: the one keyset pagination every list uses.
-async fn page_of<E, T>(
-    db: &DatabaseConnection,
+async fn page_of<E, T, C: ConnectionTrait>(
+    db: &C,
     query: Select<E>,
     id: E::Column,
     order: Order,
@@ -271,8 +363,26 @@ fn db_error_line(err: &DbErr) -> String {
     match err {
         DbErr::Conn(RuntimeErr::SqlxError(inner))
         | DbErr::Exec(RuntimeErr::SqlxError(inner))
-        | DbErr::Query(RuntimeErr::SqlxError(inner)) => inner.to_string(),
+        | DbErr::Query(RuntimeErr::SqlxError(inner)) => pooler_hint(inner),
         other => other.to_string(),
+    }
+}
+
+/// `err` as a line, with the likely fix when it is what a transaction pooler
+/// answers a client that does not know it is one.
+fn pooler_hint(err: &sqlx::Error) -> String {
+    let line = err.to_string();
+    // PgBouncer refuses the startup parameter sqlx sends to a database, and the
+    // statements it prepares under names.
+    if line.contains("prepared statement \"sqlx_s_")
+        || line.contains("unsupported startup parameter")
+    {
+        format!(
+            "{line} (is CREDD_DATABASE_URL a pooler in transaction mode? set \
+             CREDD_DATABASE_POOLER=transaction)"
+        )
+    } else {
+        line
     }
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Order,
-    QueryFilter, TransactionTrait, sea_query::Expr,
+    QueryFilter, sea_query::Expr,
 };
 
 use super::{
@@ -124,7 +124,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<Org, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let id_for_feed = id.clone();
         let row = orgs::ActiveModel {
             id: Set(id.into_string()),
@@ -157,7 +157,7 @@ impl Store {
     pub async fn find_org(&self, id: &OrgId) -> Result<Option<Org>, Error> {
         Ok(live()
             .filter(orgs::Column::Id.eq(id.as_str()))
-            .one(&self.db)
+            .one(&self.conn())
             .await?
             .map(Org::from))
     }
@@ -174,9 +174,14 @@ impl Store {
         if let Some(only) = only {
             query = query.filter(orgs::Column::Id.is_in(only.iter().map(OrgId::as_str)));
         }
-        page_of(&self.db, query, orgs::Column::Id, Order::Asc, page, |row| {
-            Ok(Org::from(row))
-        })
+        page_of(
+            &self.conn(),
+            query,
+            orgs::Column::Id,
+            Order::Asc,
+            page,
+            |row| Ok(Org::from(row)),
+        )
         .await
     }
 
@@ -189,7 +194,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<Org, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         // Lock first: a delete committing between our read and write would otherwise
         // see its released domain written back onto the tombstone.
         lock_live_org(&txn, id).await?;
@@ -270,7 +275,7 @@ impl Store {
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<(), Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let result = orgs::Entity::update_many()
             .col_expr(orgs::Column::DeleteTime, Expr::value(now))
             .col_expr(orgs::Column::UpdateTime, Expr::value(now))

@@ -813,3 +813,7 @@ both_backends!(
     registrations_are_read_listed_updated_and_deleted,
     association_files_are_rendered_for_each_link_host,
 );
+
+through_pgbouncer!(
+    registrations_are_read_listed_updated_and_deleted: false,
+);

@@ -271,7 +271,7 @@ fn audit_refusal(backend: &Backend) -> (&'static [&'static str], &'static str) {
             ],
             "DROP TRIGGER audit_refused",
         ),
-        Backend::Postgres(_) => (
+        Backend::Postgres(_) | Backend::PgBouncer { .. } => (
             &[
                 "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
                  $$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$",
@@ -437,4 +437,8 @@ both_backends!(
     a_change_whose_audit_event_cannot_be_written_is_not_made,
     failed_verifications_are_counted_in_one_event_per_org,
     no_secret_or_token_is_ever_in_the_trail,
+);
+
+through_pgbouncer!(
+    every_write_leaves_one_event_with_who_what_and_request: true,
 );

@@ -679,6 +679,12 @@ both_backends!(
     last_used_time_is_recorded_without_a_write_per_verify,
 );
 
+through_pgbouncer!(
+    the_documents_rotation_scenario: true,
+    twenty_concurrent_activations_leave_exactly_one_active: false,
+    listing_shows_metadata_newest_first_in_pages: false,
+);
+
 /// PostgreSQL only: the test cuts the database off from credd (no new
 /// connections, existing ones terminated), then lets it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,6 +298,10 @@ both_backends!(
     login_lookups_follow_every_change_on_every_replica,
 );
 
+through_pgbouncer!(
+    login_lookups_follow_every_change_on_every_replica: false,
+);
+
 /// PostgreSQL only: the login path asks no database. With the orgs, apps and
 /// secrets tables locked (every query of them would hang), GetOrg by custom
 /// domain and by client ID, CheckRedirectUri and the verification of a generated

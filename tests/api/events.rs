@@ -344,7 +344,9 @@ async fn a_watcher_that_does_not_read_is_cut_off(backend: Backend) {
             "printf('bulk-%05d', i)",
             "(SELECT time FROM audit_events LIMIT 1)",
         ),
-        Backend::Postgres(_) => ("'bulk-' || lpad(i::text, 5, '0')", "now()"),
+        Backend::Postgres(_) | Backend::PgBouncer { .. } => {
+            ("'bulk-' || lpad(i::text, 5, '0')", "now()")
+        }
     };
     app.execute_sql(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) \
@@ -471,4 +473,9 @@ both_backends!(
     watchers_see_only_their_orgs_and_actions,
     a_watcher_that_does_not_read_is_cut_off,
     an_expiring_secret_is_announced_once_by_two_replicas,
+);
+
+through_pgbouncer!(
+    a_write_on_one_replica_reaches_watchers_on_another: true,
+    a_watcher_resumes_across_a_restart_without_gaps_or_duplicates: false,
 );

@@ -318,3 +318,7 @@ both_backends!(
     resolve_login_checks_host_client_and_redirect_together,
     caller_tokens_over_grpc_are_shown_once_scoped_and_revoked_everywhere,
 );
+
+through_pgbouncer!(
+    caller_tokens_over_grpc_are_shown_once_scoped_and_revoked_everywhere: true,
+);

@@ -54,6 +54,25 @@ macro_rules! both_backends {
     };
 }
 
+/// Runs each named test body through PgBouncer in transaction mode:
+/// `pgbouncer::NAME` with a direct URL for LISTEN and migrations (`true`) or with
+/// the change counter alone (`false`).
+macro_rules! through_pgbouncer {
+    ($($name:ident: $listen:expr),* $(,)?) => {
+        mod pgbouncer {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match crate::helpers::Backend::pgbouncer($listen) {
+                        Some(backend) => super::$name(backend).await,
+                        None => eprintln!("CREDD_TEST_PGBOUNCER_URL is not set: PgBouncer run skipped"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Which database a test server runs on.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -61,6 +80,15 @@ pub enum Backend {
     Sqlite,
     /// A fresh database on the server of this admin URL.
     Postgres(String),
+    /// A fresh database on the server of `admin_url`, which credd reaches through
+    /// the transaction-pooling PgBouncer of `pooler_url`; with `listen`, LISTEN
+    /// and migrations go over the direct URL, else the test migrates first (as
+    /// `credd migrate` on the direct URL would) and credd has the counter alone.
+    PgBouncer {
+        admin_url: String,
+        pooler_url: String,
+        listen: bool,
+    },
 }
 
 impl Backend {
@@ -79,6 +107,31 @@ impl Backend {
             );
         }
         url.map(Backend::Postgres)
+    }
+
+    /// PostgreSQL through PgBouncer, when `CREDD_TEST_PGBOUNCER_URL` is set (a
+    /// PgBouncer in transaction mode in front of `CREDD_TEST_DATABASE_URL`'s server,
+    /// passing every database name through). `CREDD_REQUIRE_PGBOUNCER` turns a
+    /// skip into a failure, as for PostgreSQL.
+    pub fn pgbouncer(listen: bool) -> Option<Self> {
+        let pooler_url = std::env::var("CREDD_TEST_PGBOUNCER_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
+        if pooler_url.is_none() {
+            assert!(
+                std::env::var_os("CREDD_REQUIRE_PGBOUNCER").is_none(),
+                "CREDD_REQUIRE_PGBOUNCER is set but CREDD_TEST_PGBOUNCER_URL is not: set it to \
+                 postgres://USER@HOST:PORT/DB of a PgBouncer in transaction mode"
+            );
+        }
+        let Some(Backend::Postgres(admin_url)) = Self::postgres() else {
+            return None;
+        };
+        Some(Backend::PgBouncer {
+            admin_url,
+            pooler_url: pooler_url?,
+            listen,
+        })
     }
 }
 
@@ -104,7 +157,12 @@ impl TestDb {
                 );
                 (TestDb::Sqlite { _dir: dir }, url)
             }
-            Backend::Postgres(admin_url) => {
+            Backend::Postgres(admin_url)
+            | Backend::PgBouncer {
+                admin_url,
+                listen: true,
+                ..
+            } => {
                 let name = format!("credd_test_{}", uuid_simple());
                 let admin = Database::connect(admin_url.as_str())
                     .await
@@ -122,6 +180,19 @@ impl TestDb {
                     },
                     url,
                 )
+            }
+            Backend::PgBouncer {
+                admin_url,
+                listen: false,
+                ..
+            } => {
+                let (db, url) = Box::pin(Self::create(&Backend::Postgres(admin_url.clone()))).await;
+                let store = credd::store::Store::connect(&url)
+                    .await
+                    .expect("connect to the test database directly");
+                store.migrate().await.expect("migrate directly");
+                store.close().await;
+                (db, url)
             }
         }
     }
@@ -279,6 +350,15 @@ async fn spawn_on(
 ) -> TestApp {
     init_test_logs();
     let mut settings = test_settings(&database_url);
+    if let Backend::PgBouncer {
+        pooler_url, listen, ..
+    } = &backend
+    {
+        let name = url::Url::parse(&database_url).expect("URL").path()[1..].to_owned();
+        settings.database_url = replace_database(pooler_url, &name).as_str().into();
+        settings.database_pooler = credd::store::Pooler::Transaction;
+        settings.database_listen_url = listen.then(|| database_url.as_str().into());
+    }
     adjust(&mut settings);
     let app = App::build_with_clock(settings, clock)
         .await

@@ -988,3 +988,9 @@ both_backends!(
     update_org_keeps_the_login_rules,
     concurrent_activations_lose_with_aborted,
 );
+
+through_pgbouncer!(
+    rotate_is_one_transaction: true,
+    concurrent_activations_lose_with_aborted: false,
+    two_replicas_sweeping_write_each_end_once: true,
+);

@@ -19,6 +19,7 @@ mod grpcurl;
 mod lifecycle;
 mod operations;
 mod orgs;
+mod pooler;
 mod readme;
 mod scoping;
 mod server;

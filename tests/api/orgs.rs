@@ -486,3 +486,8 @@ both_backends!(
     the_integration_shows_login_domain_and_client_id_but_no_secret,
     the_default_login_domain_is_configurable,
 );
+
+through_pgbouncer!(
+    listing_pages_through_every_org_exactly_once: false,
+    a_custom_domain_belongs_to_one_org: true,
+);

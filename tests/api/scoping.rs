@@ -448,3 +448,7 @@ both_backends!(
     every_rpc_every_scope_every_org,
     out_of_reach_answers_the_same_as_unknown
 );
+
+through_pgbouncer!(
+    every_rpc_every_scope_every_org: false,
+);
