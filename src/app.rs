@@ -352,8 +352,14 @@ impl App {
     ) -> Result<(), StartError> {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        // Set at SIGTERM, before health turns NOT_SERVING: health watches end after
+        // saying so, and the store probe stops reporting.
+        let draining = Arc::new(AtomicBool::new(false));
         let health_service = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+            crate::grpc::health::DrainingHealth::new(
+                tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+                draining.clone(),
+            ),
         );
 
         let refusals = Arc::new(crate::service::audit::RefusalTally::default());
@@ -410,7 +416,6 @@ impl App {
                 .max_decoding_message_size(max),
             );
 
-        let draining = Arc::new(AtomicBool::new(false));
         let mut background = Background::new();
         let (authenticator, store) = (self.authenticator.clone(), self.store.clone());
         background.spawn(|stop| background::refresh_callers(authenticator, store, stop));

@@ -8,6 +8,7 @@ pub mod caller_tokens;
 pub mod client_secrets;
 pub mod convert;
 pub mod gateway;
+pub mod health;
 pub mod orgs;
 
 pub use app_registrations::AppRegistrationsGrpc;

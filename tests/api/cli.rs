@@ -13,7 +13,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::helpers::{Backend, Clients, TestDb, bearer, wait_until};
 
-const VARIABLES: [&str; 21] = [
+const VARIABLES: [&str; 25] = [
     "CREDD_CONFIG",
     "CREDD_OTLP_ENDPOINT",
     "CREDD_METRICS_LISTEN",
@@ -35,6 +35,10 @@ const VARIABLES: [&str; 21] = [
     "CREDD_LOG",
     "CREDD_LOG_FORMAT",
     "CREDD_SHUTDOWN_GRACE",
+    "CREDD_DATABASE_POOLER",
+    "CREDD_DATABASE_LISTEN_URL",
+    "CREDD_ARGON2_QUEUE",
+    "CREDD_HEALTH_LISTEN",
 ];
 
 fn credd() -> Command {
@@ -736,6 +740,160 @@ async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend
 
 /// With the default log filter, migrating a fresh database prints one line: no
 /// notices of the database driver, no line per applied migration.
+/// The value of the metric sample named `name` (no labels) in `text`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `/metrics` of the server whose metrics listen on `port`.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: credd\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// SIGTERM with 64 cold verifications in flight (imported secrets: argon2 each,
+/// queued on two workers): health turns NOT_SERVING while they still run, every
+/// one of them completes `valid`, and the process exits 0 within the grace.
+async fn sigterm_with_64_in_flight_completes_every_accepted_call(backend: Backend) {
+    const IN_FLIGHT: usize = 64;
+    let (_db, url) = TestDb::create(&backend).await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let grace = Duration::from_secs(20);
+    let mut server = Server(
+        credd()
+            .arg("serve")
+            .env("CREDD_DATABASE_URL", &url)
+            .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CREDD_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("CREDD_BOOTSTRAP_TOKEN", crate::helpers::TOKEN)
+            .env("CREDD_SHUTDOWN_GRACE", format!("{}s", grace.as_secs()))
+            // Each verification costs some 60 ms of argon2 in this (unoptimised)
+            // build, so the 64 take a few seconds on two workers: long enough to
+            // signal amid them.
+            .env("CREDD_ARGON2_M_KIB", "2048")
+            .env("CREDD_ARGON2_T", "1")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let channel = wait_until_serving(port).await;
+    let clients = Clients::new(channel.clone(), Some(crate::helpers::TOKEN));
+    let mut orgs = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let org = clients.create_org().await;
+        let (_, plaintext) = clients.import_and_activate(&org.id).await;
+        orgs.push((org.client_id, plaintext));
+    }
+
+    let mut health = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.message().await.unwrap().unwrap().status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls: Vec<_> = orgs
+        .into_iter()
+        .map(|(client_id, plaintext)| {
+            let (clients, completed) = (clients.clone(), completed.clone());
+            tokio::spawn(async move {
+                let verdict = clients.verify(&client_id, &plaintext).await;
+                completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                verdict
+            })
+        })
+        .collect();
+    // Every call is inside credd: running on a worker or waiting for one.
+    wait_until(
+        "64 verifications in flight",
+        Duration::from_secs(20),
+        async || {
+            let text = scrape(metrics_port).await;
+            let inside =
+                sample(&text, "credd_argon2_in_flight") + sample(&text, "credd_argon2_waiting");
+            inside as usize + completed.load(std::sync::atomic::Ordering::SeqCst) >= IN_FLIGHT
+        },
+    )
+    .await;
+    let done_before_signal = completed.load(std::sync::atomic::Ordering::SeqCst);
+
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let not_serving = tokio::time::timeout(Duration::from_secs(5), health.message())
+        .await
+        .expect("a health update after SIGTERM")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        not_serving.status(),
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
+    let done_at_not_serving = completed.load(std::sync::atomic::Ordering::SeqCst);
+    // Having said so, the watch ends rather than hold the drain open.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), health.message())
+            .await
+            .expect("the watch ends")
+            .expect("cleanly")
+            .is_none()
+    );
+    assert!(
+        done_at_not_serving < IN_FLIGHT,
+        "NOT_SERVING came first, while calls were still running"
+    );
+
+    let mut failed = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(true) => {}
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    let drained = signalled.elapsed();
+    let mut exit = None;
+    wait_until("credd exits after the drain", grace, async || {
+        exit = server.0.try_wait().unwrap();
+        exit.is_some()
+    })
+    .await;
+    let exited = signalled.elapsed();
+    let exit = exit.unwrap();
+    eprintln!(
+        "drain: {IN_FLIGHT} in flight ({done_before_signal} done before SIGTERM, \
+         {done_at_not_serving} when NOT_SERVING arrived), {} failed, last answer {drained:.2?} \
+         and exit {exited:.2?} after SIGTERM",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "every accepted call completes: {failed:?}"
+    );
+    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    assert!(
+        exited < grace,
+        "exit within CREDD_SHUTDOWN_GRACE ({exited:?})"
+    );
+}
+
 async fn migrating_prints_one_line_by_default(backend: Backend) {
     let (_db, url) = TestDb::create(&backend).await;
     let output = run(credd()
@@ -753,6 +911,7 @@ both_backends!(
     migrating_prints_one_line_by_default,
     a_flood_of_refused_verifications_is_a_few_log_lines_with_counts,
     migrate_then_serve_with_a_generated_token_and_stop_on_sigterm,
+    sigterm_with_64_in_flight_completes_every_accepted_call,
     no_secret_or_token_reaches_the_logs_even_at_trace,
     a_config_file_sits_under_the_variables,
 );

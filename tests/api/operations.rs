@@ -189,13 +189,14 @@ async fn on_shutdown_health_turns_not_serving_first(backend: Backend) {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
-    // The open watch stream is an in-flight call: stopping waits for it (up to the
-    // grace), and the first thing it hears is NOT_SERVING.
+    // The first thing the open watch hears is NOT_SERVING; then it ends, so that
+    // it does not hold the stop for the grace.
     let stopping = tokio::spawn(async move { app.stop().await });
     let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await
         .expect("a status update");
     assert_eq!(next.unwrap().unwrap().status(), ServingStatus::NotServing);
+    assert!(watch.message().await.unwrap().is_none(), "the watch ends");
     stopping
         .await
         .unwrap()
