@@ -12,6 +12,7 @@ mod callers;
 mod cli;
 mod client_layer;
 mod client_secrets;
+mod crash;
 mod directory;
 mod events;
 mod gateway;
