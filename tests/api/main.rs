@@ -25,6 +25,7 @@ mod readme;
 mod scoping;
 mod server;
 mod structure;
+mod timing;
 mod tls;
 mod traces;
 mod verify_at_scale;
