@@ -387,19 +387,25 @@ pub fn config_path(args: &[String]) -> Option<PathBuf> {
 /// knows, or a value that is not a string, number or boolean, fails with a line
 /// naming it.
 pub fn apply_config_file(
-    mut command: clap::Command,
+    command: clap::Command,
     path: &std::path::Path,
 ) -> Result<clap::Command, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("CREDD_CONFIG: cannot read {}: {err}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|err| format!("CREDD_CONFIG: {} is not valid TOML: {err}", path.display()))?;
+    apply_config_text(command, &text, &path.display().to_string())
+}
+
+/// [`apply_config_file`] on the file's `text`; `origin` names the file in errors.
+pub fn apply_config_text(
+    mut command: clap::Command,
+    text: &str,
+    origin: &str,
+) -> Result<clap::Command, String> {
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|err| format!("CREDD_CONFIG: {origin} is not valid TOML: {err}"))?;
     for (key, value) in table {
         if key == "config" || !knows(&command, &key) {
-            return Err(format!(
-                "CREDD_CONFIG: unknown setting `{key}` in {}",
-                path.display()
-            ));
+            return Err(format!("CREDD_CONFIG: unknown setting `{key}` in {origin}"));
         }
         let value = match value {
             toml::Value::String(text) => text,

@@ -21,6 +21,7 @@ mod lifecycle;
 mod operations;
 mod orgs;
 mod pooler;
+mod protocol;
 mod readme;
 mod scoping;
 mod server;
