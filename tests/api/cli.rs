@@ -11,7 +11,7 @@ use credd::pb::{ListOrgsRequest, orgs_client::OrgsClient};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{Backend, Clients, TestDb, bearer, wait_until};
+use crate::helpers::{Backend, Clients, TestDb, bearer, free_port, wait_until};
 
 const VARIABLES: [&str; 25] = [
     "CREDD_CONFIG",
@@ -61,14 +61,6 @@ fn credd_in(dir: &std::path::Path) -> Command {
 
 fn run(command: &mut Command) -> Output {
     command.stdin(Stdio::null()).output().expect("run credd")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Asserts a start-up failure: non-zero exit and one line on stderr mentioning `needle`.

@@ -3,16 +3,15 @@
 
 use std::{
     collections::HashSet,
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use credd::pb::{CreateOrgRequest, RotateClientSecretRequest};
 use sea_orm::{ConnectionTrait as _, Database, Statement};
-use tonic::transport::Channel;
 
-use crate::helpers::{Backend, Clients, TOKEN, TestDb, wait_until};
+use crate::helpers::{Backend, Clients, TOKEN, TestDb, connect_when_up, credd_serve, free_port};
 
 const ROUNDS: usize = 20;
 const WRITERS: usize = 6;
@@ -25,31 +24,7 @@ struct Acknowledged {
 }
 
 fn start(url: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_credd"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CREDD_DATABASE_URL", url)
-        .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
-        .env("CREDD_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start credd")
-}
-
-async fn serving(port: u16) -> Channel {
-    let mut channel = None;
-    wait_until("credd serves", Duration::from_secs(30), async || {
-        channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .ok();
-        channel.is_some()
-    })
-    .await;
-    channel.unwrap()
+    credd_serve(url, port).spawn().expect("start credd")
 }
 
 /// Creates orgs and rotates their secrets until the server goes away.
@@ -102,13 +77,9 @@ async fn kill_9_amid_writes_loses_no_acknowledged_write_and_leaves_a_sound_file(
     let (_db, url) = TestDb::create(&Backend::Sqlite).await;
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     for round in 0..ROUNDS {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut server = start(&url, port);
-        let clients = Clients::new(serving(port).await, Some(TOKEN));
+        let clients = Clients::new(connect_when_up(port).await, Some(TOKEN));
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| tokio::spawn(write(clients.clone(), writer, acknowledged.clone())))
             .collect();
@@ -163,13 +134,9 @@ async fn kill_9_amid_writes_loses_no_acknowledged_write_and_leaves_a_sound_file(
         );
     }
     // And credd starts on what the last kill left, and reads it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut server = start(&url, port);
-    let clients = Clients::new(serving(port).await, Some(TOKEN));
+    let clients = Clients::new(connect_when_up(port).await, Some(TOKEN));
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     let mut read = 0;
     for id in &acknowledged.orgs {

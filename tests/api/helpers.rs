@@ -649,3 +649,48 @@ pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str
         "expected a violation of {field}, got {fields:?} ({status:?})"
     );
 }
+
+/// A free loopback port (bound and released, for a process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// The credd binary to `serve` on `database_url` at `127.0.0.1:port`, with the
+/// test token and no other `CREDD_*` variable from the test's environment; the
+/// caller adds its settings and spawns it.
+pub fn credd_serve(database_url: &str, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_credd"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CREDD_DATABASE_URL", database_url)
+        .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
+        .env("CREDD_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
+/// A channel to the server on `127.0.0.1:port`, once it accepts connections.
+pub async fn connect_when_up(port: u16) -> Channel {
+    let mut channel = None;
+    wait_until(
+        "credd accepts connections",
+        Duration::from_secs(30),
+        async || {
+            channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .expect("endpoint")
+                .connect()
+                .await
+                .ok();
+            channel.is_some()
+        },
+    )
+    .await;
+    channel.expect("connected")
+}

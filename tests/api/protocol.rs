@@ -4,17 +4,12 @@
 //! large) and oversized metadata. The process never panics or exits, each bad
 //! call gets an error rather than an answer, and a right call still verifies.
 
-use std::{
-    io::Read as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{io::Read as _, process::Stdio, time::Duration};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
-use tonic::transport::Channel;
 
-use crate::helpers::{Backend, Clients, TOKEN, TestDb, wait_until};
+use crate::helpers::{Backend, Clients, TOKEN, TestDb, connect_when_up, credd_serve, free_port};
 
 /// A small deterministic generator (xorshift), so that a failing run repeats.
 struct Bytes64(u64);
@@ -85,36 +80,15 @@ fn frame(flag: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
 
 async fn hostile_bytes_never_crash_the_server(backend: Backend) {
     let (_db, url) = TestDb::create(&backend).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_credd"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CREDD_DATABASE_URL", &url)
-        .env("CREDD_LISTEN", &addr)
-        .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
-        .env("CREDD_LOG", "warn")
+    let mut server = credd_serve(&url, port)
         .env("CREDD_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut channel = None;
-    wait_until("credd serves", Duration::from_secs(30), async || {
-        channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .ok();
-        channel.is_some()
-    })
-    .await;
-    let clients = Clients::new(channel.unwrap(), Some(TOKEN));
+    let channel = connect_when_up(port).await;
+    let clients = Clients::new(channel, Some(TOKEN));
     let org = clients.create_org().await;
     let (_, plaintext) = clients.generate_and_activate(&org.id).await;
     let mut random = Bytes64(0x9e37_79b9_7f4a_7c15);

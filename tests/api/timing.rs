@@ -3,16 +3,12 @@
 //! (Welch's t-test over interleaved samples), so that the answer's latency does
 //! not tell which client IDs exist.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
 use credd::pb::VerifyClientSecretRequest;
 use secrecy::ExposeSecret as _;
-use tonic::transport::Channel;
 
-use crate::helpers::{Backend, Clients, TOKEN, TestDb, wait_until};
+use crate::helpers::{Backend, Clients, TOKEN, TestDb, connect_when_up, credd_serve, free_port};
 
 const SAMPLES: usize = 2_000;
 const WARM_UP: usize = 200;
@@ -39,36 +35,15 @@ fn median(x: &[f64]) -> f64 {
 
 async fn unknown_and_known_clients_with_wrong_secrets_take_the_same_time(backend: Backend) {
     let (_db, url) = TestDb::create(&backend).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_credd"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CREDD_DATABASE_URL", &url)
-        .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
-        .env("CREDD_LOG", "warn")
+    let port = free_port();
+    let mut server = credd_serve(&url, port)
         // Every sample does the whole verification.
         .env("CREDD_VERIFY_CACHE_TTL", "0")
         .env("CREDD_VERIFY_THROTTLE_RATE", "0")
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut channel = None;
-    wait_until("credd serves", Duration::from_secs(30), async || {
-        channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .ok();
-        channel.is_some()
-    })
-    .await;
-    let clients = Clients::new(channel.unwrap(), Some(TOKEN));
+    let channel = connect_when_up(port).await;
+    let clients = Clients::new(channel, Some(TOKEN));
     let org = clients.create_org().await;
     let (secret, _) = clients.generate_and_activate(&org.id).await;
     let secret_id = credd::domain::ids::SecretId::parse("secret_id", &secret.id).unwrap();

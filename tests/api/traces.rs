@@ -12,9 +12,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
 };
-use tonic::transport::Channel;
 
-use crate::helpers::{Backend, Clients, TestDb, wait_until};
+use crate::helpers::{
+    Backend, Clients, TestDb, connect_when_up, credd_serve, free_port, wait_until,
+};
 
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
@@ -52,34 +53,18 @@ async fn a_verify_span_joins_the_callers_trace_and_carries_no_secret(backend: Ba
     );
 
     let (_db, url) = TestDb::create(&backend).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_credd"))
-        .env("CREDD_DATABASE_URL", &url)
-        .env("CREDD_LISTEN", format!("127.0.0.1:{port}"))
+    let port = free_port();
+    let mut server = credd_serve(&url, port)
         .env("CREDD_BOOTSTRAP_TOKEN", TOKEN)
         .env("CREDD_OTLP_ENDPOINT", format!("http://{otlp_addr}"))
         .env("CREDD_LOG", "info")
         .env("CREDD_ARGON2_M_KIB", "64")
         .env("CREDD_ARGON2_T", "1")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut channel = None;
-    wait_until("credd starts", Duration::from_secs(30), async || {
-        channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .ok();
-        channel.is_some()
-    })
-    .await;
-    let clients = Clients::new(channel.unwrap(), Some(TOKEN));
+    let channel = connect_when_up(port).await;
+    let clients = Clients::new(channel, Some(TOKEN));
     let org = clients.create_org().await;
     // Imported: stored with argon2, so the verify shows the argon2 spans (a
     // generated secret is a digest compared in memory, with no child span).
