@@ -59,10 +59,8 @@ struct Figures {
     uncached_codes: Mutex<std::collections::BTreeMap<String, u64>>,
     probes_ok: AtomicU64,
     probes_failed: AtomicU64,
-    /// Milliseconds since the start: the first failed write, and the first
-    /// successful one after it.
-    first_write_failure: AtomicU64,
-    back_after_failure: AtomicU64,
+    /// When each acknowledged write completed, in milliseconds since the start.
+    write_times: Mutex<Vec<u64>>,
 }
 
 fn ms(since: Instant) -> u64 {
@@ -199,24 +197,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 match written {
                     Ok(ids) => {
                         figures.writes_ok.fetch_add(1, Ordering::Relaxed);
-                        if figures.first_write_failure.load(Ordering::Relaxed) > 0 {
-                            let _ = figures.back_after_failure.compare_exchange(
-                                0,
-                                ms(start),
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
-                        }
+                        figures.write_times.lock().unwrap().push(ms(start));
                         acknowledged.lock().unwrap().push(ids);
                     }
                     Err(_) => {
                         figures.writes_failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = figures.first_write_failure.compare_exchange(
-                            0,
-                            ms(start),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -352,14 +337,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         get(&f.probes_ok) + get(&f.probes_failed)
     );
     println!("readiness_probes_failed {}", get(&f.probes_failed));
-    let (failed_at, back_at) = (get(&f.first_write_failure), get(&f.back_after_failure));
-    if failed_at > 0 && back_at > 0 {
-        println!(
-            "write_outage_seconds {:.1}",
-            (back_at - failed_at) as f64 / 1000.0
-        );
-    } else {
-        println!("write_outage_seconds none");
-    }
+    // The outage is the longest stretch without an acknowledged write; writes
+    // are back when some complete after it.
+    let mut times = f.write_times.lock().unwrap().clone();
+    times.sort_unstable();
+    let (gap, gap_end) = times
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[1]))
+        .max()
+        .unwrap_or((0, 0));
+    println!("write_outage_seconds {:.1}", gap as f64 / 1000.0);
+    println!(
+        "writes_after_outage {}",
+        times.iter().filter(|t| **t >= gap_end).count()
+    );
     Ok(())
 }
