@@ -210,21 +210,17 @@ async fn the_failed_verification_alert_fires_for_the_attacked_org_and_resolves(b
     // (an org with nothing expiring has no series).
     let expiring = app.create_org().await;
     let generated = app
-        .secrets
-        .clone()
-        .generate_client_secret(credd::pb::GenerateClientSecretRequest {
-            org_id: expiring.id.clone(),
-            expiration: Some(credd::pb::generate_client_secret_request::Expiration::Ttl(
+        .generate_secret_with(
+            &expiring.id,
+            Some(credd::pb::generate_client_secret_request::Expiration::Ttl(
                 prost_types::Duration {
                     seconds: 86_400,
                     nanos: 0,
                 },
             )),
-            ..Default::default()
-        })
+        )
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     app.activate(
         &expiring.id,
         credd::pb::activate_client_secret_request::Secret::SecretId(generated.secret.unwrap().id),

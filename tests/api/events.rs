@@ -414,21 +414,17 @@ async fn an_expiring_secret_is_announced_once_by_two_replicas(backend: Backend) 
     let org = first.create_org().await;
     // A day to live: within the default 14-day warning at once.
     let generated = first
-        .secrets
-        .clone()
-        .generate_client_secret(credd::pb::GenerateClientSecretRequest {
-            org_id: org.id.clone(),
-            expiration: Some(credd::pb::generate_client_secret_request::Expiration::Ttl(
+        .generate_secret_with(
+            &org.id,
+            Some(credd::pb::generate_client_secret_request::Expiration::Ttl(
                 prost_types::Duration {
                     seconds: 86_400,
                     nanos: 0,
                 },
             )),
-            ..Default::default()
-        })
+        )
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let id = generated.secret.unwrap().id;
     first
         .activate(&org.id, Secret::SecretId(id.clone()), 0)

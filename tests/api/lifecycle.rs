@@ -9,10 +9,10 @@ use chrono::Utc;
 use credd::pb::caller_tokens_client::CallerTokensClient;
 use credd::{
     pb::{
-        ClientSecret, ClientSecretState, CredentialPolicy, GenerateClientSecretRequest,
-        ImportClientSecretRequest, ListAuditEventsRequest, ListClientSecretsRequest, Org,
-        RotateClientSecretRequest, UpdateOrgRequest, activate_client_secret_request::Secret,
-        generate_client_secret_request, import_client_secret_request,
+        ClientSecret, ClientSecretState, CredentialPolicy, ImportClientSecretRequest,
+        ListAuditEventsRequest, ListClientSecretsRequest, Org, RotateClientSecretRequest,
+        UpdateOrgRequest, activate_client_secret_request::Secret, generate_client_secret_request,
+        import_client_secret_request,
     },
     service::ManualClock,
 };
@@ -50,22 +50,6 @@ fn ninety_days() -> CredentialPolicy {
         default_secret_lifetime: Some(days(30)),
         ..Default::default()
     }
-}
-
-async fn generate_with(
-    app: &Clients,
-    org_id: &str,
-    expiration: Option<generate_client_secret_request::Expiration>,
-) -> Result<credd::pb::GenerateClientSecretResponse, tonic::Status> {
-    app.secrets
-        .clone()
-        .generate_client_secret(GenerateClientSecretRequest {
-            org_id: org_id.into(),
-            expiration,
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn rotate(
@@ -160,26 +144,25 @@ async fn every_policy_bound_is_refused_naming_its_field(backend: Backend) {
     // A ttl beyond the maximum, an expire_time beyond it and one in the past.
     use generate_client_secret_request::Expiration;
     assert_invalid(
-        generate_with(&app, &org.id, Some(Expiration::Ttl(days(91)))).await,
+        app.generate_secret_with(&org.id, Some(Expiration::Ttl(days(91))))
+            .await,
         "ttl",
     );
     let beyond = Utc::now() + chrono::Duration::days(91);
     assert_invalid(
-        generate_with(
-            &app,
-            &org.id,
-            Some(Expiration::ExpireTime(timestamp(beyond))),
-        )
-        .await,
+        app.generate_secret_with(&org.id, Some(Expiration::ExpireTime(timestamp(beyond))))
+            .await,
         "expire_time",
     );
     let past = Utc::now() - chrono::Duration::seconds(1);
     assert_invalid(
-        generate_with(&app, &org.id, Some(Expiration::ExpireTime(timestamp(past)))).await,
+        app.generate_secret_with(&org.id, Some(Expiration::ExpireTime(timestamp(past))))
+            .await,
         "expire_time",
     );
     assert_invalid(
-        generate_with(&app, &org.id, Some(Expiration::Ttl(days(0)))).await,
+        app.generate_secret_with(&org.id, Some(Expiration::Ttl(days(0))))
+            .await,
         "ttl",
     );
     assert!(
@@ -189,7 +172,8 @@ async fn every_policy_bound_is_refused_naming_its_field(backend: Backend) {
 
     // Within bounds: the ttl, or the policy's default when none is named.
     let before = Utc::now();
-    let named = generate_with(&app, &org.id, Some(Expiration::Ttl(days(60))))
+    let named = app
+        .generate_secret_with(&org.id, Some(Expiration::Ttl(days(60))))
         .await
         .unwrap()
         .secret
@@ -199,7 +183,8 @@ async fn every_policy_bound_is_refused_naming_its_field(backend: Backend) {
         end >= before + chrono::Duration::days(60)
             && end <= Utc::now() + chrono::Duration::days(60)
     );
-    let defaulted = generate_with(&app, &org.id, None)
+    let defaulted = app
+        .generate_secret_with(&org.id, None)
         .await
         .unwrap()
         .secret
@@ -250,7 +235,8 @@ async fn every_policy_bound_is_refused_naming_its_field(backend: Backend) {
         "existing secrets keep their expiry"
     );
     assert_invalid(
-        generate_with(&app, &org.id, Some(Expiration::Ttl(days(11)))).await,
+        app.generate_secret_with(&org.id, Some(Expiration::Ttl(days(11))))
+            .await,
         "ttl",
     );
 
@@ -363,7 +349,7 @@ async fn pending_secrets_are_capped_superseded_and_expired(backend: Backend) {
         pending.push(app.generate_secret(&org.id).await);
     }
     let eleventh = assert_code(
-        generate_with(&app, &org.id, None).await,
+        app.generate_secret_with(&org.id, None).await,
         Code::FailedPrecondition,
     );
     assert!(
@@ -493,18 +479,18 @@ async fn an_expired_secret_never_verifies_to_the_second_on_any_replica(backend: 
         "expired at its expire_time, though cached and not swept"
     );
     // Activating a secret that expired a millisecond ago is refused.
-    let pending = generate_with(
-        &first,
-        &org.id,
-        Some(generate_client_secret_request::Expiration::Ttl(
-            prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            },
-        )),
-    )
-    .await
-    .unwrap();
+    let pending = first
+        .generate_secret_with(
+            &org.id,
+            Some(generate_client_secret_request::Expiration::Ttl(
+                prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                },
+            )),
+        )
+        .await
+        .unwrap();
     clock.advance(chrono::Duration::milliseconds(1001));
     let refused = assert_code(
         first
@@ -673,7 +659,8 @@ async fn lists_filter_by_state_and_expiry_across_orgs(backend: Backend) {
     use generate_client_secret_request::Expiration;
     let mut ids = std::collections::HashMap::new();
     for (org, ttl) in [(&soon, Some(5)), (&later, Some(60)), (&none, None)] {
-        let generated = generate_with(&app, &org.id, ttl.map(|d| Expiration::Ttl(days(d))))
+        let generated = app
+            .generate_secret_with(&org.id, ttl.map(|d| Expiration::Ttl(days(d))))
             .await
             .unwrap();
         let id = generated.secret.unwrap().id;
@@ -818,7 +805,7 @@ async fn refused_calls_leave_one_event_per_caller(backend: Backend) {
     let as_reader = Clients::new(app.channel.clone(), Some(&reader));
     for _ in 0..3 {
         assert_code(
-            generate_with(&as_reader, &org.id, None).await,
+            as_reader.generate_secret_with(&org.id, None).await,
             Code::PermissionDenied,
         );
     }

@@ -111,6 +111,24 @@ impl Clients {
             .into_inner()
     }
 
+    /// Generates a PENDING secret of `org_id` that ends as `expiration` says (the
+    /// org's policy decides when `None`), or the refusal.
+    pub async fn generate_secret_with(
+        &self,
+        org_id: &str,
+        expiration: Option<credd::pb::generate_client_secret_request::Expiration>,
+    ) -> Result<GenerateClientSecretResponse, Status> {
+        self.secrets
+            .clone()
+            .generate_client_secret(GenerateClientSecretRequest {
+                org_id: org_id.into(),
+                expiration,
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Activates `secret` of `org_id`, the previous ACTIVE one retiring for
     /// `grace_seconds` (none when zero).
     pub async fn activate(
