@@ -10,7 +10,10 @@
 # connection: 64 in flight), CASES (space-separated subset of the names below),
 # CREDD_BIN (the credd binary to load; default target/release/credd, so that an
 # older build can be compared with the same fixtures and load), PIN (1: the servers on CPU 0 and h2load on CPU 1, which makes runs comparable on a
-# 2-core machine; 0: no pinning).
+# 2-core machine; 0: no pinning), RPS (unset: each run as fast as the server answers,
+# 64 in flight; a number: that many requests per second offered to each server, so
+# that the p99 column compares latency at the same load rather than queueing at
+# saturation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,7 @@ CONNECTIONS=${CONNECTIONS:-4}
 STREAMS=${STREAMS:-16}
 CASES=${CASES:-"health verify_generated verify_imported get_org_by_domain get_org_by_client_id check_redirect resolve_login"}
 PIN=${PIN:-1}
+RPS=${RPS:-}
 BARE_PORT=${BARE_PORT:-50061}
 CREDD_PORT=${CREDD_PORT:-50062}
 TOKEN=bench-bootstrap-token-0123456789abcdef0123
@@ -64,7 +68,9 @@ path_of() {
 load() {
   local port=$1 case=$2 log="$work/h2load.log"
   rm -f "$log"
-  "${load_cpu[@]}" h2load -D "$SECONDS_EACH" -c "$CONNECTIONS" -m "$STREAMS" -t 1 \
+  local rate=()
+  if [ -n "$RPS" ]; then rate=(--rps=$((RPS / CONNECTIONS))); fi
+  "${load_cpu[@]}" h2load -D "$SECONDS_EACH" -c "$CONNECTIONS" -m "$STREAMS" -t 1 "${rate[@]}" \
     -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $TOKEN" \
     -d "$work/frames/$case.bin" --log-file="$log" \
     "http://127.0.0.1:$port$(path_of "$case")" >"$work/h2load.out" 2>&1
@@ -79,7 +85,7 @@ PY
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "h2load: $CONNECTIONS connections x $STREAMS streams, ${SECONDS_EACH}s per run, median of $RUNS runs, pinned: $PIN"
+echo "h2load: $CONNECTIONS connections x $STREAMS streams, ${SECONDS_EACH}s per run, median of $RUNS runs, pinned: $PIN, offered: ${RPS:-as fast as answered} req/s"
 echo "database: ${DATABASE_URL:-SQLite}"
 printf '%-22s %10s %8s %10s %8s %10s\n' call "req/s" "p99 ms" "bare req/s" "÷ bare" "p99 ÷ bare"
 for case in $CASES; do

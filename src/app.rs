@@ -540,9 +540,10 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     // Named only from the methods served: a made-up path is `unknown`.
     let path = crate::grpc::auth::method_label(request.uri().path()).trim_start_matches('/');
     if !crate::telemetry::traces_exported() {
+        // Shown as is (`%`), not quoted and escaped: a method served is plain ASCII.
         return tracing::info_span!(
             "rpc",
-            method = path,
+            method = %path,
             caller = tracing::field::Empty,
             org_id = tracing::field::Empty,
             request_id = tracing::field::Empty,

@@ -238,11 +238,12 @@ impl OrgAccess {
     }
 }
 
-/// An authenticated caller.
+/// An authenticated caller. Cheap to clone (every field is shared or small):
+/// each RPC hands one from the token table to its handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The caller token's name, recorded in the audit trail.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// What it may do.
     pub scopes: Scopes,
     /// Which orgs it reaches.
@@ -252,11 +253,12 @@ pub struct Caller {
 impl Caller {
     /// The caller that presents `CREDD_BOOTSTRAP_TOKEN`: an admin of every org.
     pub fn bootstrap() -> Self {
-        Self {
-            name: "bootstrap".to_owned(),
+        static BOOTSTRAP: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(|| Caller {
+            name: "bootstrap".into(),
             scopes: Scopes::of([Scope::Admin]),
             orgs: OrgAccess::All,
-        }
+        });
+        BOOTSTRAP.clone()
     }
 }
 

@@ -12,6 +12,8 @@ use std::{
     time::Instant,
 };
 
+use foldhash::fast::FixedState;
+use futures_util::future::Either;
 use tower::{Layer, Service};
 
 use crate::{
@@ -70,6 +72,11 @@ pub struct Rpc<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// `x-request-id`, the request's and the response's.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+/// `grpc-status`, read from a trailers-only answer.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Rpc<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
@@ -91,9 +98,9 @@ where
         let series = rpc_series(request.uri().path());
         let request_id = request_id(request.headers());
         let mut caller_name = None;
-        let answer: BoxFuture<Result<S::Response, S::Error>> =
+        let answer: Answer<S::Future, S::Response, S::Error> =
             if !request.uri().path().starts_with(CREDD_PATH_PREFIX) {
-                Box::pin(self.inner.call(request))
+                Either::Left(self.inner.call(request))
             } else {
                 let header = request
                     .headers()
@@ -109,7 +116,7 @@ where
                 match authorize(known, &request) {
                     Ok(caller) => {
                         caller_name = Some(caller.name.clone());
-                        Box::pin(self.inner.call(admit(request, caller, &request_id)))
+                        Either::Left(self.inner.call(admit(request, caller, &request_id)))
                     }
                     // A well-formed token this server does not know yet may have been
                     // made a moment ago beside it: reload once, then decide. The
@@ -121,24 +128,26 @@ where
                         let ready = self.inner.clone();
                         let mut inner = std::mem::replace(&mut self.inner, ready);
                         let request_id = request_id.clone();
-                        Box::pin(async move {
+                        Either::Right(Either::Left(Box::pin(async move {
                             let known = authenticator
                                 .authenticate_after_reload(header.as_deref())
                                 .await;
                             match authorize(known, &request) {
                                 Ok(caller) => {
                                     // Inside the RPC's span, like the records below.
-                                    tracing::Span::current().record("caller", caller.name.as_str());
+                                    tracing::Span::current().record("caller", &*caller.name);
                                     inner.call(admit(request, caller, &request_id)).await
                                 }
                                 Err(err) => Ok(tonic::Status::from(err).into_http()),
                             }
-                        })
+                        })))
                     }
                     Err(err) => {
                         caller_name = refused_name;
-                        let response = tonic::Status::from(err).into_http();
-                        Box::pin(async move { Ok(response) })
+                        Either::Right(Either::Right(std::future::ready(Ok(tonic::Status::from(
+                            err,
+                        )
+                        .into_http()))))
                     }
                 }
             };
@@ -146,14 +155,14 @@ where
         Box::pin(async move {
             // Polled inside the RPC's span (tonic enters it around this future).
             let span = tracing::Span::current();
-            span.record("request_id", request_id.as_str());
+            span.record("request_id", tracing::field::display(request_id.as_str()));
             if let Some(name) = &caller_name {
-                span.record("caller", name.as_str());
+                span.record("caller", &**name);
             }
             let mut response = answer.await?;
-            if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", value);
-            }
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, request_id.into_header());
             // Errors travel in the headers (trailers-only); a success's status is in
             // the trailers, so no status header means OK.
             let code = grpc_status(response.headers());
@@ -167,6 +176,33 @@ where
             series.observe(code, started.elapsed().as_secs_f64());
             Ok(response)
         })
+    }
+}
+
+/// What the layer waits for: the inner service's call (admitted, or open), the
+/// same after reloading the tokens, or a refusal already made. One allocation per
+/// RPC (the layer's own future), not one more for this.
+type Answer<F, R, E> = Either<F, Either<BoxFuture<Result<R, E>>, std::future::Ready<Result<R, E>>>>;
+
+/// The request id of one RPC: the caller's `x-request-id` when it is a sane one
+/// (kept as the header value it came in, without a copy), otherwise a new one.
+#[derive(Clone, Debug)]
+struct RequestId(http::HeaderValue);
+
+impl RequestId {
+    fn as_str(&self) -> &str {
+        // Only visible ASCII gets in (see `request_id`), so this never falls back.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The `x-request-id` response header. Marked sensitive, which HPACK encodes as
+    /// "never indexed": a value unique to each response would otherwise be added
+    /// to the connection's header table on every answer, searched on the next and
+    /// push out the headers that do repeat (content-type, grpc-status).
+    fn into_header(self) -> http::HeaderValue {
+        let mut value = self.0;
+        value.set_sensitive(true);
+        value
     }
 }
 
@@ -193,20 +229,35 @@ fn authorize<B>(
     }
 }
 
-/// `request` with the caller and the [`Actor`] for the handler.
-fn admit<B>(mut request: http::Request<B>, caller: Caller, request_id: &str) -> http::Request<B> {
-    request.extensions_mut().insert(Actor {
-        caller: caller.name.clone(),
-        request_id: request_id.to_owned(),
+/// `request` with its caller and request id for the handler (one extension: the
+/// [`Actor`] of a write is made from it when the handler asks).
+fn admit<B>(
+    mut request: http::Request<B>,
+    caller: Caller,
+    request_id: &RequestId,
+) -> http::Request<B> {
+    request.extensions_mut().insert(Admitted {
+        caller,
+        request_id: request_id.clone(),
     });
-    request.extensions_mut().insert(caller);
     request
+}
+
+/// What the layer hands to the handler of an admitted RPC.
+#[derive(Clone, Debug)]
+struct Admitted {
+    caller: Caller,
+    request_id: RequestId,
 }
 
 /// Every RPC this server serves, as `/package.Service/Method`, read once from the
 /// descriptors it was built with (credd's, health's and reflection's), each with
 /// its place in [`SERIES`].
-static KNOWN_METHODS: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
+///
+/// Hashed with foldhash, not SipHash: every RPC looks its path up here twice (its
+/// series and its span's name), and the table is fixed at start, so a caller's
+/// made-up paths cannot make it collide.
+static KNOWN_METHODS: LazyLock<HashMap<&'static str, usize, FixedState>> = LazyLock::new(|| {
     use prost::Message as _;
     [
         crate::pb::FILE_DESCRIPTOR_SET,
@@ -271,7 +322,7 @@ pub const UNKNOWN_METHOD: &str = "unknown";
 /// means OK. Read without building a `Status` (no allocation).
 fn grpc_status(headers: &http::HeaderMap) -> usize {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok())
         .unwrap_or(0)
@@ -316,24 +367,36 @@ pub fn required_scopes(path: &str) -> Option<&'static [Scope]> {
     })
 }
 
-/// The caller's `x-request-id` when it is a sane one, otherwise a new id.
-fn request_id(headers: &http::HeaderMap) -> String {
+/// The caller's `x-request-id` when it is a sane one (1 to 64 visible ASCII
+/// characters), otherwise a new id.
+fn request_id(headers: &http::HeaderMap) -> RequestId {
     headers
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(ids::new_request_id, str::to_owned)
+        .get(X_REQUEST_ID)
+        .filter(|id| {
+            let id = id.as_bytes();
+            !id.is_empty() && id.len() <= 64 && id.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .map_or_else(
+            || {
+                // A new id is a hyphenated UUID: always a valid header value, and
+                // the String's buffer becomes the value's without a copy.
+                let id = http::HeaderValue::try_from(ids::new_request_id());
+                RequestId(id.unwrap_or(http::HeaderValue::from_static("invalid")))
+            },
+            RequestId,
+        )
 }
 
 /// The caller of an authenticated request (its scopes and the orgs it reaches).
 pub fn caller<T>(request: &tonic::Request<T>) -> Caller {
     request
         .extensions()
-        .get::<Caller>()
-        .cloned()
+        .get::<Admitted>()
+        .map(|admitted| admitted.caller.clone())
         // Unreachable behind the layer; reaching nothing is the safe default.
         .unwrap_or_else(|| Caller {
-            name: "unknown".to_owned(),
+            name: "unknown".into(),
             scopes: crate::domain::caller::Scopes::default(),
             orgs: crate::domain::caller::OrgAccess::of(vec![
                 crate::domain::ids::OrgId::from_stored(String::new()),
@@ -343,12 +406,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Caller {
 
 /// The actor of an authenticated request, for the audit trail.
 pub fn actor<T>(request: &tonic::Request<T>) -> Actor {
-    request
-        .extensions()
-        .get::<Actor>()
-        .cloned()
-        .unwrap_or_else(|| Actor {
+    request.extensions().get::<Admitted>().map_or_else(
+        || Actor {
             caller: "unknown".to_owned(),
             request_id: ids::new_request_id(),
-        })
+        },
+        |admitted| Actor {
+            caller: admitted.caller.name.to_string(),
+            request_id: admitted.request_id.as_str().to_owned(),
+        },
+    )
 }

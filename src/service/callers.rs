@@ -266,7 +266,11 @@ impl Authenticator {
                         digest,
                         Entry {
                             id,
-                            caller: Caller { name, scopes, orgs },
+                            caller: Caller {
+                                name: name.into(),
+                                scopes,
+                                orgs,
+                            },
                             expire_time,
                             used,
                         },

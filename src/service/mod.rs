@@ -56,5 +56,6 @@ pub fn missing_for(
 
 /// Names the org in the current RPC's span (and so in its exported trace).
 pub(crate) fn record_org(org_id: &crate::domain::ids::OrgId) {
-    tracing::Span::current().record("org_id", org_id.as_str());
+    // Shown as is (an id is plain ASCII), not quoted and escaped.
+    tracing::Span::current().record("org_id", tracing::field::display(org_id.as_str()));
 }
