@@ -144,10 +144,8 @@ where
                     }
                     Err(err) => {
                         caller_name = refused_name;
-                        Either::Right(Either::Right(std::future::ready(Ok(tonic::Status::from(
-                            err,
-                        )
-                        .into_http()))))
+                        let refusal = tonic::Status::from(err).into_http();
+                        Either::Right(Either::Right(std::future::ready(Ok(refusal))))
                     }
                 }
             };
