@@ -108,12 +108,14 @@ where
                     .map(http::HeaderValue::as_bytes);
                 let known = self.authenticator.authenticate(header);
                 // A caller refused for scope is still named in the trail.
-                let refused_name = match (&known, required_scopes(request.uri().path())) {
+                // Looked up once: the refusal's name below and `authorize` read it.
+                let scopes = required_scopes(request.uri().path());
+                let refused_name = match (&known, scopes) {
                     (Ok(caller), Some(scopes)) if caller.scopes.allow_any(scopes) => None,
                     (Ok(caller), _) => Some(caller.name.clone()),
                     (Err(_), _) => None,
                 };
-                match authorize(known, &request) {
+                match authorize(known, scopes) {
                     Ok(caller) => {
                         caller_name = Some(caller.name.clone());
                         Either::Left(self.inner.call(admit(request, caller, &request_id)))
@@ -132,7 +134,7 @@ where
                             let known = authenticator
                                 .authenticate_after_reload(header.as_deref())
                                 .await;
-                            match authorize(known, &request) {
+                            match authorize(known, scopes) {
                                 Ok(caller) => {
                                     // Inside the RPC's span, like the records below.
                                     tracing::Span::current().record("caller", &*caller.name);
@@ -204,13 +206,14 @@ impl RequestId {
     }
 }
 
-/// The caller, if its scopes allow the RPC of `request`.
-fn authorize<B>(
+/// The caller, if its scopes allow an RPC that needs one of `required` (the
+/// RPC's [`required_scopes`]).
+fn authorize(
     authenticated: Result<Caller, Error>,
-    request: &http::Request<B>,
+    required: Option<&'static [Scope]>,
 ) -> Result<Caller, Error> {
     let caller = authenticated?;
-    match required_scopes(request.uri().path()) {
+    match required {
         Some(scopes) if caller.scopes.allow_any(scopes) => Ok(caller),
         Some(scopes) => Err(Error::PermissionDenied(format!(
             "this RPC needs the `{}` scope (or `admin`)",
