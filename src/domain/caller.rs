@@ -193,10 +193,25 @@ impl OrgAccess {
 
     /// Whether the caller reaches `org_id`.
     pub fn reaches(&self, org_id: &ids::OrgId) -> bool {
+        self.reaches_id(org_id.as_str())
+    }
+
+    /// Whether the caller reaches the org whose id reads `org_id` (what the
+    /// in-memory paths keep, without making an `OrgId` of it).
+    pub fn reaches_id(&self, org_id: &str) -> bool {
         match self {
             Self::All => true,
-            Self::Only(orgs) => orgs.binary_search(org_id).is_ok(),
+            Self::Only(orgs) => orgs
+                .binary_search_by(|org| org.as_str().cmp(org_id))
+                .is_ok(),
         }
+    }
+
+    /// `org_id` as an org this caller reaches: the only way a use case is told
+    /// which org to act on. PERMISSION_DENIED-worthy (`None`) outside its orgs,
+    /// whether the org exists or not (AIP-211).
+    pub fn admit(&self, org_id: ids::OrgId) -> Option<ReachedOrg> {
+        self.reaches(&org_id).then_some(ReachedOrg(org_id))
     }
 
     /// Whether the caller reaches everything `other` reaches.
@@ -235,6 +250,40 @@ impl OrgAccess {
                 .map(|id| ids::OrgId::from_stored(id.to_owned()))
                 .collect(),
         )
+    }
+}
+
+/// An org whose reach was checked: the caller reaches it ([`OrgAccess::admit`]),
+/// or credd names it for its own work ([`ReachedOrg::by_credd`]: sweeps, the
+/// command line, rows it read itself). Every use case that acts on one org takes
+/// this rather than an `OrgId`, so that a path that forgot the caller's reach
+/// does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReachedOrg(ids::OrgId);
+
+impl ReachedOrg {
+    /// An org credd acts on by itself, not for a caller (a background task, the
+    /// command line, an org it just created or read from the store).
+    pub fn by_credd(org_id: ids::OrgId) -> Self {
+        Self(org_id)
+    }
+
+    /// The org id.
+    pub fn id(&self) -> &ids::OrgId {
+        &self.0
+    }
+
+    /// The org id, owned.
+    pub fn into_id(self) -> ids::OrgId {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ReachedOrg {
+    type Target = ids::OrgId;
+
+    fn deref(&self) -> &ids::OrgId {
+        &self.0
     }
 }
 

@@ -255,11 +255,7 @@ impl AppService {
         }
         // A client of an org the caller does not reach is not allowed, like an
         // unknown one.
-        let Some(entry) = self
-            .directory
-            .by_client_id(client_id)?
-            .filter(|e| access.reaches(&e.org.id))
-        else {
+        let Some(entry) = self.directory.by_client_id(client_id, access)? else {
             return Ok(RedirectCheck::default());
         };
         let found = entry

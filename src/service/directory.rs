@@ -30,6 +30,7 @@ use crate::{
     Error,
     domain::{
         app::AppRegistration,
+        caller::OrgAccess,
         ids::{AppRegistrationId, ClientId, OrgId, SecretId},
         org::Org,
         secret::{self, ClientSecret, ClientSecretState, StoredHash},
@@ -388,6 +389,7 @@ impl Directory {
         &self,
         client_id: &ClientId,
         entry: Option<&OrgEntry>,
+        reach: &OrgAccess,
     ) -> Option<Option<Arc<OrgEntry>>> {
         let key = entry.map(|e| e.org.id.clone());
         let due = self.rechecks.lock().is_ok_and(|mut rechecks| {
@@ -415,7 +417,7 @@ impl Directory {
             },
         };
         self.reload_org(&org_id).await.ok()?;
-        self.by_client_id(client_id).ok()
+        self.by_client_id(client_id, reach).ok()
     }
 
     /// After this process wrote to `org_id`: reads it again before the RPC
@@ -504,8 +506,11 @@ impl Directory {
         }
     }
 
+    /// The one way anything is read out of the directory: what `pick` finds,
+    /// kept only when `reach` reaches its org.
     fn find(
         &self,
+        reach: &OrgAccess,
         pick: impl FnOnce(&State) -> Option<Arc<OrgEntry>>,
     ) -> Result<Option<Arc<OrgEntry>>, Error> {
         self.holdings_answer()?;
@@ -513,28 +518,42 @@ impl Directory {
             .state
             .read()
             .map_err(|_| Error::Internal("directory lock poisoned".into()))
-            .map(|state| pick(&state))?;
+            .map(|state| pick(&state))?
+            .filter(|entry| reach.reaches(&entry.org.id));
         if found.is_none() {
             self.absence_is_an_answer()?;
         }
         Ok(found)
     }
 
-    /// The live org with this client ID.
-    pub fn by_client_id(&self, client_id: &ClientId) -> Result<Option<Arc<OrgEntry>>, Error> {
+    /// The live org with this client ID, if `reach` reaches it (an org out of
+    /// reach is absent, as if it did not exist).
+    pub fn by_client_id(
+        &self,
+        client_id: &ClientId,
+        reach: &OrgAccess,
+    ) -> Result<Option<Arc<OrgEntry>>, Error> {
         let key = client_key(client_id);
-        self.find(|state| key.and_then(|key| state.by_client.get(&key).cloned()))
+        self.find(reach, |state| {
+            key.and_then(|key| state.by_client.get(&key).cloned())
+        })
     }
 
-    /// The live org with this canonical custom domain.
-    pub fn by_custom_domain(&self, domain: &str) -> Result<Option<Arc<OrgEntry>>, Error> {
-        self.find(|state| state.by_domain.get(domain).cloned())
+    /// The live org with this canonical custom domain, if `reach` reaches it.
+    pub fn by_custom_domain(
+        &self,
+        domain: &str,
+        reach: &OrgAccess,
+    ) -> Result<Option<Arc<OrgEntry>>, Error> {
+        self.find(reach, |state| state.by_domain.get(domain).cloned())
     }
 
-    /// The live org with this id.
-    pub fn by_id(&self, org_id: &OrgId) -> Result<Option<Arc<OrgEntry>>, Error> {
+    /// The live org with this id, if `reach` reaches it.
+    pub fn by_id(&self, org_id: &OrgId, reach: &OrgAccess) -> Result<Option<Arc<OrgEntry>>, Error> {
         let key = org_key(org_id);
-        self.find(|state| key.and_then(|key| state.orgs.get(&key).cloned()))
+        self.find(reach, |state| {
+            key.and_then(|key| state.orgs.get(&key).cloned())
+        })
     }
 
     /// How many live orgs are held.

@@ -77,20 +77,13 @@ impl GatewayService {
         let host_org = if host == self.default_login_domain {
             None
         } else {
-            match self
-                .directory
-                .by_custom_domain(&host)?
-                .filter(|entry| access.reaches(&entry.org.id))
-            {
+            match self.directory.by_custom_domain(&host, access)? {
                 Some(entry) => Some(entry),
                 None => return Ok(Login::Refused(HostUnknown)),
             }
         };
         let client = match client_id {
-            Some(client_id) => self
-                .directory
-                .by_client_id(client_id)?
-                .filter(|entry| access.reaches(&entry.org.id)),
+            Some(client_id) => self.directory.by_client_id(client_id, access)?,
             None => None,
         };
         let Some(client) = client else {

@@ -109,18 +109,15 @@ impl OrgService {
             super::reach(access, id)?;
         }
         let found = match lookup {
-            OrgLookup::Id(id) => self.directory.by_id(&id)?,
-            OrgLookup::ClientId(client_id) => self.directory.by_client_id(&client_id)?,
+            OrgLookup::Id(id) => self.directory.by_id(&id, access)?,
+            OrgLookup::ClientId(client_id) => self.directory.by_client_id(&client_id, access)?,
             OrgLookup::CustomDomain(domain) => {
                 let domain = host::parse_dns_host("custom_domain", &domain)?;
-                self.directory.by_custom_domain(&domain)?
+                self.directory.by_custom_domain(&domain, access)?
             }
         };
         match found {
-            Some(entry) => {
-                super::reach(access, &entry.org.id)?;
-                Ok(entry.org.clone())
-            }
+            Some(entry) => Ok(entry.org.clone()),
             None => Err(super::missing_for(access, Error::NotFound("org"))),
         }
     }

@@ -265,12 +265,9 @@ impl VerifyService {
             return Ok(verdict);
         };
         let presented = secret::classify(client_secret.expose_secret());
-        // A client of an org the caller does not reach is answered as unknown
-        // (the same work, the same `false`).
-        let entry = self
-            .directory
-            .by_client_id(client_id)
-            .map(|entry| entry.filter(|e| access.reaches(&e.org.id)));
+        // A client of an org the caller does not reach is absent from what the
+        // directory answers this caller: the same work, the same `false`.
+        let entry = self.directory.by_client_id(client_id, access);
         if let Presented::Malformed(reason) = presented {
             // Certain whatever the store says: refused without any hashing.
             let mut judged = Judged::refused(Refusal::MalformedSecret(reason));
@@ -278,10 +275,22 @@ impl VerifyService {
             return self.conclude(client_id, judged, None);
         }
         let mut entry = entry?;
-        if !holds(entry.as_deref(), &presented)
-            && let Some(again) = self.directory.recheck(client_id, entry.as_deref()).await
-        {
-            entry = again.filter(|e| access.reaches(&e.org.id));
+        // A secret memory does not hold may be one made a moment ago on another
+        // replica: the org is read again — but the throttle comes first, so that
+        // nothing stored is asked before it decides, and a flood of made-up
+        // secrets is a flood of refusals, not of queries.
+        let mut throttled = None;
+        if !holds(entry.as_deref(), &presented) {
+            let allowed = self.throttle.allow(client_id, entry.as_deref(), access);
+            throttled = Some(!allowed);
+            if allowed
+                && let Some(again) = self
+                    .directory
+                    .recheck(client_id, entry.as_deref(), access)
+                    .await
+            {
+                entry = again;
+            }
         }
         if let Presented::Generated { secret_id } = &presented {
             let found = entry.as_deref().and_then(|e| e.secret(secret_id));
@@ -291,8 +300,15 @@ impl VerifyService {
                 return self.conclude(client_id, judged, entry.as_deref());
             }
         }
-        self.verify_with_argon2(client_id, entry, presented, client_secret)
-            .await
+        self.verify_with_argon2(
+            client_id,
+            entry,
+            presented,
+            client_secret,
+            access,
+            throttled,
+        )
+        .await
     }
 
     /// A generated secret against its digest: one SHA-256 and a constant-time
@@ -368,12 +384,16 @@ impl VerifyService {
     /// The argon2 path: an imported secret, or a generated one whose hash predates
     /// digests. Successes are cached; identical concurrent verifications wait for
     /// one another; the throttle bounds the work per client.
+    /// `throttled`: the throttle's answer when it was already asked for this
+    /// call (before reading the org again), so that one call spends one token.
     async fn verify_with_argon2(
         &self,
         client_id: &ClientId,
         entry: Option<Arc<OrgEntry>>,
         presented: Presented,
         client_secret: SecretString,
+        access: &OrgAccess,
+        throttled: Option<bool>,
     ) -> Result<Verdict, Error> {
         let now = self.clock.now();
         let key = self
@@ -384,7 +404,7 @@ impl VerifyService {
         let mut _leader = None;
         if let Some(key) = &key {
             loop {
-                if let Some(hit) = self.cache.get(key, now) {
+                if let Some(hit) = self.cache.get(key, now, access) {
                     self.cache.count_lookup(true);
                     let org_id = OrgId::from_stored(hit.org_id.to_string());
                     let secret_id = SecretId::from_stored(hit.secret_id.to_string());
@@ -403,13 +423,15 @@ impl VerifyService {
             }
         }
         let generation = self.cache.generation();
-        let known_good = key.is_some_and(|key| self.cache.known_good(&key, now));
+        let known_good = key.is_some_and(|key| self.cache.known_good(&key, now, access));
+        let throttled =
+            throttled.unwrap_or_else(|| !self.throttle.allow(client_id, entry.as_deref(), access));
         let judged = self
             .judge_argon2(
-                client_id,
                 entry.as_deref(),
                 presented,
                 &client_secret,
+                throttled,
                 known_good,
             )
             .await?;
@@ -438,16 +460,17 @@ impl VerifyService {
     /// without a bucket (made-up ones among them) share one to get theirs.
     async fn judge_argon2(
         &self,
-        client_id: &ClientId,
         entry: Option<&OrgEntry>,
         presented: Presented,
         client_secret: &SecretString,
+        throttled: bool,
         known_good: bool,
     ) -> Result<Judged, Error> {
         let overloaded =
             || Error::Overloaded("too many uncached verifications for this client; retry shortly");
-        // `allow` first: a known-good secret still spends a token when there is one.
-        let bypassed = !self.throttle.allow(client_id);
+        // The throttle was asked first: a known-good secret still spent a token
+        // when there was one.
+        let bypassed = throttled;
         if bypassed && !known_good {
             return Err(overloaded());
         }

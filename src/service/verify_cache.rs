@@ -21,7 +21,10 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{
-    domain::ids::{self, ClientId, OrgId},
+    domain::{
+        caller::OrgAccess,
+        ids::{self, ClientId, OrgId},
+    },
     metrics::{CacheLabels, METRICS},
 };
 
@@ -105,12 +108,19 @@ impl VerifyCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// The cached verdict for `key`, if one is still good at `now`.
-    pub fn get(&self, key: &Key, now: DateTime<Utc>) -> Option<CachedVerdict> {
+    /// The cached verdict for `key`, if one is still good at `now` and its org is
+    /// one `reach` reaches: the key is the same whoever asks, so a verdict another
+    /// caller cached answers only a caller that could have had it from the store.
+    pub fn get(&self, key: &Key, now: DateTime<Utc>, reach: &OrgAccess) -> Option<CachedVerdict> {
         self.entries
             .read()
             .ok()
-            .and_then(|entries| entries.get(key).filter(|e| e.until > now).cloned())
+            .and_then(|entries| {
+                entries
+                    .get(key)
+                    .filter(|e| e.until > now && reach.reaches_id(&e.org_id))
+                    .cloned()
+            })
             .map(|e| CachedVerdict {
                 org_id: e.org_id,
                 secret_id: e.secret_id,
@@ -186,11 +196,13 @@ impl VerifyCache {
     }
 
     /// Whether the secret behind `key` verified recently (and its org has not
-    /// changed since): the throttle may let it through.
-    pub fn known_good(&self, key: &Key, now: DateTime<Utc>) -> bool {
-        self.known_good
-            .read()
-            .is_ok_and(|known| known.get(key).is_some_and(|(_, until)| *until > now))
+    /// changed since) in an org `reach` reaches: the throttle may let it through.
+    pub fn known_good(&self, key: &Key, now: DateTime<Utc>, reach: &OrgAccess) -> bool {
+        self.known_good.read().is_ok_and(|known| {
+            known
+                .get(key)
+                .is_some_and(|(org, until)| *until > now && reach.reaches_id(org))
+        })
     }
 
     /// Waits while another caller verifies the same client ID and secret, so that a
@@ -361,10 +373,26 @@ mod tests {
             Some(now + Duration::seconds(60)),
             cache.generation(),
         );
-        assert!(cache.get(&a, now + Duration::seconds(299)).is_some());
-        assert!(cache.get(&a, now + Duration::seconds(300)).is_none());
-        assert!(cache.get(&b, now + Duration::seconds(59)).is_some());
-        assert!(cache.get(&b, now + Duration::seconds(60)).is_none());
+        assert!(
+            cache
+                .get(&a, now + Duration::seconds(299), &OrgAccess::All)
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&a, now + Duration::seconds(300), &OrgAccess::All)
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(&b, now + Duration::seconds(59), &OrgAccess::All)
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&b, now + Duration::seconds(60), &OrgAccess::All)
+                .is_none()
+        );
     }
 
     #[test]
@@ -376,11 +404,27 @@ mod tests {
         cache.insert(b, verdict("o2"), now, None, cache.generation());
         let seen = cache.generation();
         cache.forget_org(&OrgId::from_stored("o1".into()));
-        assert!(cache.get(&a, now).is_none());
-        assert!(cache.get(&b, now).is_some());
+        assert!(cache.get(&a, now, &OrgAccess::All).is_none());
+        assert!(cache.get(&b, now, &OrgAccess::All).is_some());
         // A verdict computed before the invalidation is not cached after it.
         cache.insert(a, verdict("o1"), now, None, seen);
-        assert!(cache.get(&a, now).is_none());
+        assert!(cache.get(&a, now, &OrgAccess::All).is_none());
+    }
+
+    #[test]
+    fn a_verdict_and_a_known_good_key_answer_only_callers_that_reach_the_org() {
+        let cache = VerifyCache::new(Duration::minutes(5), 10);
+        let now = Utc::now();
+        let (org, other) = (OrgId::generate(), OrgId::generate());
+        let key = cache.key(&id("c"), "s");
+        cache.insert(key, verdict(org.as_str()), now, None, cache.generation());
+        let own = OrgAccess::of(vec![org.clone()]);
+        let elsewhere = OrgAccess::of(vec![other]);
+        assert!(cache.get(&key, now, &OrgAccess::All).is_some());
+        assert!(cache.get(&key, now, &own).is_some());
+        assert!(cache.get(&key, now, &elsewhere).is_none());
+        assert!(cache.known_good(&key, now, &own));
+        assert!(!cache.known_good(&key, now, &elsewhere));
     }
 
     #[test]

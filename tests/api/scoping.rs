@@ -444,9 +444,213 @@ async fn out_of_reach_answers_the_same_as_unknown(backend: Backend) {
     );
 }
 
+/// A token limited to one org, with `scope`, made through the store and loaded.
+async fn limited_token(app: &TestApp, name: &str, scope: Scope, org_id: &str) -> String {
+    let (store, tokens) = tokens_of(app).await;
+    let (_, token) = tokens
+        .create_for(
+            &Actor::cli(),
+            &Caller::bootstrap(),
+            name,
+            Scopes::of([scope]),
+            vec![OrgId::from_stored(org_id.to_owned())],
+            None,
+        )
+        .await
+        .unwrap();
+    app.authenticator.reload(&store).await.unwrap();
+    token.reveal().to_owned()
+}
+
+/// The paths that answer from memory, × {generated, imported secret} × {cache
+/// cold, warmed by a caller that reaches every org} × {a token limited to org A,
+/// the bootstrap token} × {org A, org B}: a verdict, a login or an org is given
+/// only to a caller that reaches its org, however warm memory is.
+async fn memory_answers_only_within_reach(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut failures = Vec::new();
+    for imported in [false, true] {
+        for warm in [false, true] {
+            let kind = if imported { "imported" } else { "generated" };
+            let mut orgs = Vec::new();
+            for name in ["alpha", "beta"] {
+                let org = app
+                    .create_org_with(name, &format!("https://{name}.example"), "")
+                    .await;
+                let (_, secret) = if imported {
+                    app.import_and_activate(&org.id).await
+                } else {
+                    app.generate_and_activate(&org.id).await
+                };
+                let callback = format!("https://www.{name}.example/cb");
+                app.apps
+                    .clone()
+                    .create_app_registration(CreateAppRegistrationRequest {
+                        org_id: org.id.clone(),
+                        name: "web".into(),
+                        platform: Platform::Web.into(),
+                        callback_url: callback.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                orgs.push((org, secret, callback));
+            }
+            let limited = limited_token(
+                &app,
+                &format!("gw-{kind}-{warm}"),
+                Scope::Gateway,
+                &orgs[0].0.id,
+            )
+            .await;
+            let callers = [
+                ("limited to A", app.channel_with(Some(&limited))),
+                ("every org", app.channel_with(Some(crate::helpers::TOKEN))),
+            ];
+            if warm {
+                for (org, secret, callback) in &orgs {
+                    assert!(app.verify(&org.client_id, secret).await.unwrap());
+                    let login = GatewayClient::new(app.channel_with(Some(crate::helpers::TOKEN)))
+                        .resolve_login(ResolveLoginRequest {
+                            host: "login.credd.local".into(),
+                            client_id: org.client_id.clone(),
+                            redirect_uri: callback.clone(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert!(login.allowed);
+                }
+            }
+            for (who, channel) in &callers {
+                for (which, (org, secret, callback)) in ["A", "B"].iter().zip(&orgs) {
+                    let expect = *who == "every org" || *which == "A";
+                    let cell = format!(
+                        "{kind}, {}, caller {who}, org {which}",
+                        if warm { "warm" } else { "cold" }
+                    );
+                    let verdict =
+                        credd::pb::client_secrets_client::ClientSecretsClient::new(channel.clone())
+                            .verify_client_secret(VerifyClientSecretRequest {
+                                client_id: org.client_id.clone(),
+                                client_secret: secret.clone(),
+                            })
+                            .await
+                            .unwrap()
+                            .into_inner();
+                    if verdict.valid != expect || (!expect && !verdict.org_id.is_empty()) {
+                        failures.push(format!("VerifyClientSecret {cell}: {verdict:?}"));
+                    }
+                    let login = GatewayClient::new(channel.clone())
+                        .resolve_login(ResolveLoginRequest {
+                            host: "login.credd.local".into(),
+                            client_id: org.client_id.clone(),
+                            redirect_uri: callback.clone(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    if login.allowed != expect || (!expect && login.org.is_some()) {
+                        failures.push(format!("ResolveLogin {cell}: {login:?}"));
+                    }
+                    let check = credd::pb::app_registrations_client::AppRegistrationsClient::new(
+                        channel.clone(),
+                    )
+                    .check_redirect_uri(credd::pb::CheckRedirectUriRequest {
+                        client_id: org.client_id.clone(),
+                        redirect_uri: callback.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                    if check.allowed != expect {
+                        failures.push(format!("CheckRedirectUri {cell}: {check:?}"));
+                    }
+                    let got = credd::pb::orgs_client::OrgsClient::new(channel.clone())
+                        .get_org(credd::pb::GetOrgRequest {
+                            lookup: Some(credd::pb::get_org_request::Lookup::ClientId(
+                                org.client_id.clone(),
+                            )),
+                        })
+                        .await;
+                    let code = got.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+                    let want = if expect {
+                        Code::Ok
+                    } else {
+                        Code::PermissionDenied
+                    };
+                    if code != want {
+                        failures.push(format!("GetOrg by client_id {cell}: {code:?}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "answered out of reach:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A token limited to org A sends wrong secrets for org C's client until its
+/// throttle answers RESOURCE_EXHAUSTED; C's own bucket is untouched, so C's
+/// rightful (cold, never verified) secret still verifies for its own gateway.
+async fn a_tenant_cannot_spend_another_tenants_throttle(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.verify_throttle_rate = 0.001;
+        s.verify_throttle_burst = 3;
+        s.verify_cache_ttl = std::time::Duration::ZERO;
+    })
+    .await;
+    let a = app
+        .create_org_with("Alpha", "https://alpha.example", "")
+        .await;
+    let c = app
+        .create_org_with("Gamma", "https://gamma.example", "")
+        .await;
+    let (_, c_secret) = app.import_and_activate(&c.id).await;
+    let outsider = limited_token(&app, "verify-a", Scope::SecretsVerify, &a.id).await;
+    let mut secrets = credd::pb::client_secrets_client::ClientSecretsClient::new(
+        app.channel_with(Some(&outsider)),
+    );
+    let mut exhausted = 0;
+    for _ in 0..10 {
+        match secrets
+            .verify_client_secret(VerifyClientSecretRequest {
+                client_id: c.client_id.clone(),
+                client_secret: crate::helpers::wrong_import_of(&c_secret),
+            })
+            .await
+        {
+            Ok(answer) => assert!(!answer.into_inner().valid),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                exhausted += 1;
+            }
+        }
+    }
+    assert!(exhausted >= 7, "the outsider is throttled: {exhausted}");
+    let c_gateway = limited_token(&app, "verify-c", Scope::SecretsVerify, &c.id).await;
+    let valid = credd::pb::client_secrets_client::ClientSecretsClient::new(
+        app.channel_with(Some(&c_gateway)),
+    )
+    .verify_client_secret(VerifyClientSecretRequest {
+        client_id: c.client_id.clone(),
+        client_secret: c_secret.clone(),
+    })
+    .await
+    .expect("C's bucket is C's: not throttled by another tenant")
+    .into_inner()
+    .valid;
+    assert!(valid);
+}
+
 both_backends!(
     every_rpc_every_scope_every_org,
-    out_of_reach_answers_the_same_as_unknown
+    out_of_reach_answers_the_same_as_unknown,
+    memory_answers_only_within_reach,
+    a_tenant_cannot_spend_another_tenants_throttle
 );
 
 through_pgbouncer!(

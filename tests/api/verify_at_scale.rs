@@ -382,9 +382,13 @@ async fn made_up_clients_share_one_bounded_budget(backend: Backend) {
     );
 }
 
-/// PostgreSQL only: the throttle is decided before the database is asked. With
-/// the secrets table locked (every lookup would hang), a client past its burst is
-/// told RESOURCE_EXHAUSTED at once instead of waiting on the store.
+/// PostgreSQL only: the throttle is decided before the database is asked. The
+/// wrong secrets carry hints memory does not hold, so each is a miss that may read
+/// the org again from the store; with the secrets table locked that read hangs.
+/// Every call asks the throttle first: past the burst of 2, four are told
+/// RESOURCE_EXHAUSTED at once. (Were the store read before the throttle, the one
+/// call whose read is due would hang before spending its token, and only three
+/// would be refused at once.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_throttle_answers_before_the_database_is_asked() {
     let Some(backend) = Backend::postgres() else {
@@ -402,9 +406,16 @@ async fn the_throttle_answers_before_the_database_is_asked() {
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let mut client = app.secrets.clone();
+            // A different hint each: not held in memory, so a miss.
+            let unheld = {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .encode(credd::domain::ids::random_bytes::<30>())
+            };
+            assert_ne!(unheld[unheld.len() - 4..], secret[secret.len() - 4..]);
             let mut request = tonic::Request::new(VerifyClientSecretRequest {
                 client_id: org.client_id.clone(),
-                client_secret: wrong_import_of(&secret),
+                client_secret: unheld,
             });
             request.set_timeout(Duration::from_secs(2));
             tokio::spawn(async move {
