@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
+    caller::ReachedOrg,
     ids::{AuditEventId, OrgId},
     paging::Keyed,
 };
@@ -34,8 +35,8 @@ pub struct AuditEvent {
 /// reaches, with one of `actions` (any when empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchFilter {
-    /// Only this org's events.
-    pub org_id: Option<OrgId>,
+    /// Only this org's events (one the caller reaches).
+    pub org_id: Option<ReachedOrg>,
     /// Only events of these orgs (a caller limited to them; events of no org are
     /// not theirs either); `None`: any.
     pub only_orgs: Option<Vec<OrgId>>,
@@ -47,7 +48,7 @@ impl WatchFilter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &AuditEvent) -> bool {
         if let Some(org_id) = &self.org_id
-            && event.org_id.as_ref() != Some(org_id)
+            && event.org_id.as_ref() != Some(org_id.id())
         {
             return false;
         }
@@ -63,8 +64,8 @@ impl WatchFilter {
 /// Filters for reading the trail.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
-    /// Only this org's events.
-    pub org_id: Option<OrgId>,
+    /// Only this org's events (one the caller reaches).
+    pub org_id: Option<ReachedOrg>,
     /// Only this action.
     pub action: Option<String>,
     /// At or after.
@@ -118,7 +119,7 @@ mod tests {
             "no org: not theirs"
         );
         let one = WatchFilter {
-            org_id: Some(org("b")),
+            org_id: Some(ReachedOrg::by_credd(org("b"))),
             actions: vec!["secret.revoke".into(), "secret.expired".into()],
             ..Default::default()
         };

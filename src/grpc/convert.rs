@@ -8,7 +8,7 @@ use crate::{
         Violation,
         app::{AppKind, AppRegistration, Platform},
         audit::AuditEvent,
-        caller::Caller,
+        caller::{Caller, ReachedOrg},
         ids::{ClientId, OrgId},
         org::{Org, PolicyInput},
         paging::{Page, PageRequest},
@@ -30,10 +30,8 @@ pub fn id<T>(
 
 /// The org id in `field` of a request, parsed and checked against the orgs the
 /// caller reaches (PERMISSION_DENIED outside them, whether the org exists or not).
-pub fn org_in_reach(caller: &Caller, field: &str, value: &str) -> Result<OrgId, Error> {
-    let org_id = id(OrgId::parse, field, value)?;
-    crate::service::reach(&caller.orgs, &org_id)?;
-    Ok(org_id)
+pub fn org_in_reach(caller: &Caller, field: &str, value: &str) -> Result<ReachedOrg, Error> {
+    crate::service::reach(&caller.orgs, id(OrgId::parse, field, value)?)
 }
 
 /// The client ID a caller looks an org up by: one that cannot exist is NOT_FOUND,

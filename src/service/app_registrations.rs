@@ -10,8 +10,8 @@ use crate::{
     domain::{
         Violation,
         app::{self, AppInput, AppKind, AppRegistration, Platform},
-        caller::{Actor, OrgAccess},
-        ids::{AppRegistrationId, ClientId, OrgId},
+        caller::{Actor, OrgAccess, ReachedOrg},
+        ids::{AppRegistrationId, ClientId},
         org::OrgScope,
         paging::{Page, PageRequest},
     },
@@ -84,10 +84,11 @@ impl AppService {
     pub async fn create(
         &self,
         actor: &Actor,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         platform: Platform,
         input: AppInput,
     ) -> Result<AppRegistration, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         let org = self.store.live_org(org_id).await?;
         let valid = app::validate(platform, &input, &org.main_website).map_err(Error::Invalid)?;
@@ -116,7 +117,7 @@ impl AppService {
     ) -> Result<AppRegistration, Error> {
         match self.store.find_app(OrgScope::Any, id).await? {
             Some(app) => {
-                super::reach(access, &app.org_id)?;
+                super::reach(access, app.org_id.clone())?;
                 Ok(app)
             }
             None => Err(super::missing_for(
@@ -129,9 +130,10 @@ impl AppService {
     /// A page of the org's apps.
     pub async fn list(
         &self,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         page: PageRequest,
     ) -> Result<Page<AppRegistration>, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         let page = self.store.list_apps(org_id, &page).await?;
         if page.items.is_empty() && self.store.find_org(org_id).await?.is_none() {
@@ -277,7 +279,8 @@ impl AppService {
 
     /// The `apple-app-site-association` and `assetlinks.json` files each App Link
     /// host of the org must serve.
-    pub async fn association_files(&self, org_id: &OrgId) -> Result<AssociationFiles, Error> {
+    pub async fn association_files(&self, org_id: &ReachedOrg) -> Result<AssociationFiles, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         self.store.live_org(org_id).await?;
         let apps = self.store.apps_of_org(org_id).await?;

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     Error,
     domain::{
-        caller::{Actor, OrgAccess},
+        caller::{Actor, OrgAccess, ReachedOrg},
         ids::{OrgId, SecretId},
         paging::{Page, PageRequest},
         policy::{CredentialPolicy, Expiration},
@@ -123,10 +123,11 @@ impl SecretService {
     pub async fn generate(
         &self,
         actor: &Actor,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         description: &str,
         expiration: Option<Expiration>,
     ) -> Result<Generated, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         let description = secret::parse_description("description", description)?;
         let policy = self.policy(org_id).await?;
@@ -143,11 +144,12 @@ impl SecretService {
     pub async fn rotate(
         &self,
         actor: &Actor,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         description: &str,
         expiration: Option<Expiration>,
         grace: Duration,
     ) -> Result<Generated, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         let description = secret::parse_description("description", description)?;
         let policy = self.policy(org_id).await?;
@@ -169,12 +171,13 @@ impl SecretService {
     pub async fn import(
         &self,
         actor: &Actor,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         plaintext: SecretString,
         description: &str,
         expiration: Option<Expiration>,
         activate: Option<Duration>,
     ) -> Result<ClientSecret, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         secret::validate_import("plaintext", &plaintext)?;
         let description = secret::parse_description("description", description)?;
@@ -219,10 +222,11 @@ impl SecretService {
     pub async fn activate(
         &self,
         actor: &Actor,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         target: ActivationTarget,
         grace: Duration,
     ) -> Result<ClientSecret, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         self.policy(org_id)
             .await?
@@ -299,11 +303,12 @@ impl SecretService {
     /// newest first, with their state as of now, matching `filter`.
     pub async fn list(
         &self,
-        org: Option<&OrgId>,
+        org: Option<&ReachedOrg>,
         access: &OrgAccess,
         filter: SecretFilter,
         page: PageRequest,
     ) -> Result<Page<ClientSecret>, Error> {
+        let org = org.map(ReachedOrg::id);
         if let Some(org_id) = org {
             super::record_org(org_id);
         }
@@ -325,9 +330,10 @@ impl SecretService {
     pub async fn revoke(
         &self,
         actor: &Actor,
-        org_id: &OrgId,
+        org_id: &ReachedOrg,
         secret_id: &SecretId,
     ) -> Result<ClientSecret, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         let forget = self.cache.forget_when_done(org_id);
         let secret = self

@@ -28,15 +28,11 @@ pub use verify::VerifyService;
 /// so that a token cannot learn which orgs exist outside its own.
 pub fn reach(
     access: &crate::domain::caller::OrgAccess,
-    org_id: &crate::domain::ids::OrgId,
-) -> Result<(), crate::Error> {
-    if access.reaches(org_id) {
-        Ok(())
-    } else {
-        Err(crate::Error::PermissionDenied(
-            "this caller token does not reach this org (org_ids)".into(),
-        ))
-    }
+    org_id: crate::domain::ids::OrgId,
+) -> Result<crate::domain::caller::ReachedOrg, crate::Error> {
+    access.admit(org_id).ok_or_else(|| {
+        crate::Error::PermissionDenied("this caller token does not reach this org (org_ids)".into())
+    })
 }
 
 /// For a caller limited to orgs, a thing named by its own id that was not found

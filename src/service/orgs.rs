@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::{
     Error,
     domain::{
-        caller::{Actor, OrgAccess},
+        caller::{Actor, OrgAccess, ReachedOrg},
         host,
         ids::{ClientId, OrgId},
         org::{NewOrg, Org, OrgChanges},
@@ -106,7 +106,7 @@ impl OrgService {
     /// round trip: this is the gateway's login path).
     pub async fn get(&self, lookup: OrgLookup, access: &OrgAccess) -> Result<Org, Error> {
         if let OrgLookup::Id(id) = &lookup {
-            super::reach(access, id)?;
+            super::reach(access, id.clone())?;
         }
         let found = match lookup {
             OrgLookup::Id(id) => self.directory.by_id(&id, access)?,
@@ -131,9 +131,10 @@ impl OrgService {
     pub async fn update(
         &self,
         actor: &Actor,
-        id: &OrgId,
+        id: &ReachedOrg,
         changes: OrgChanges,
     ) -> Result<Org, Error> {
+        let id = id.id();
         super::record_org(id);
         if let Some(domain) = &changes.custom_domain {
             self.check_custom_domain("org.custom_domain", domain.as_deref())?;
@@ -150,7 +151,8 @@ impl OrgService {
     }
 
     /// Deletes the org `id`; its client ID is never issued again.
-    pub async fn delete(&self, actor: &Actor, id: &OrgId) -> Result<(), Error> {
+    pub async fn delete(&self, actor: &Actor, id: &ReachedOrg) -> Result<(), Error> {
+        let id = id.id();
         super::record_org(id);
         let event = NewEvent::new(actor, "org.delete", Some(id), id);
         let forget = self.cache.forget_when_done(id);
@@ -164,7 +166,8 @@ impl OrgService {
     }
 
     /// The integration view of the org `org_id`.
-    pub async fn integration(&self, org_id: &OrgId) -> Result<Integration, Error> {
+    pub async fn integration(&self, org_id: &ReachedOrg) -> Result<Integration, Error> {
+        let org_id = org_id.id();
         super::record_org(org_id);
         let org = self.store.live_org(org_id).await?;
         Ok(Integration {

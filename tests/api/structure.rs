@@ -320,3 +320,22 @@ async fn a_change_without_a_log_entry_forgets_everything(backend: Backend) {
     )
     .await;
 }
+
+/// Adapters and use cases name an org only through the caller's reach
+/// (`OrgAccess::admit`, `convert::org_in_reach`): `ReachedOrg::by_credd`, the
+/// way around it for credd's own work, never appears in them.
+#[test]
+fn adapters_and_use_cases_never_step_around_the_callers_reach() {
+    let mut offenders = Vec::new();
+    for dir in ["src/grpc", "src/service"] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            if code.contains("ReachedOrg::by_credd") {
+                offenders.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
+}
