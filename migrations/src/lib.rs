@@ -13,6 +13,7 @@ mod m20261201_000007_create_change_log;
 mod m20261202_000008_add_caller_token_org_ids;
 mod m20261202_000009_add_credential_lifecycle;
 mod m20261202_000010_add_audit_sequence;
+mod m20261204_000011_add_caller_token_parent;
 
 /// Every migration of credd, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_add_caller_token_org_ids::Migration),
             Box::new(m20261202_000009_add_credential_lifecycle::Migration),
             Box::new(m20261202_000010_add_audit_sequence::Migration),
+            Box::new(m20261204_000011_add_caller_token_parent::Migration),
         ]
     }
 }

@@ -287,6 +287,15 @@ impl std::ops::Deref for ReachedOrg {
     }
 }
 
+/// The stored token a caller presented: what a token it makes inherits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOrigin {
+    /// The token's id, recorded as the `parent_id` of what it makes.
+    pub id: ids::CallerTokenId,
+    /// When it stops working: what it makes stops then at the latest.
+    pub expire_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// An authenticated caller. Cheap to clone (every field is shared or small):
 /// each RPC hands one from the token table to its handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +306,36 @@ pub struct Caller {
     pub scopes: Scopes,
     /// Which orgs it reaches.
     pub orgs: OrgAccess,
+    /// The stored token it presented; `None` for the bootstrap token, the root.
+    pub token: Option<std::sync::Arc<TokenOrigin>>,
 }
+
+impl Caller {
+    /// The `parent_id` and end of a token this caller makes, asked to end at
+    /// `requested`: no later than the caller's own token (a token cannot mint
+    /// one that outlives it); the bootstrap token's tokens live as asked.
+    pub fn child_token_bounds(
+        &self,
+        requested: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> (
+        Option<ids::CallerTokenId>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        match &self.token {
+            None => (None, requested),
+            Some(origin) => {
+                let end = match (requested, origin.expire_time) {
+                    (Some(asked), Some(own)) => Some(asked.min(own)),
+                    (asked, own) => asked.or(own),
+                };
+                (Some(origin.id.clone()), end)
+            }
+        }
+    }
+}
+
+/// Names credd's own actors write under in the audit trail; no token may take one.
+pub const RESERVED_NAMES: [&str; 5] = ["credd", "bootstrap", "cli", "first-start", "unknown"];
 
 impl Caller {
     /// The caller that presents `CREDD_BOOTSTRAP_TOKEN`: an admin of every org.
@@ -306,6 +344,7 @@ impl Caller {
             name: "bootstrap".into(),
             scopes: Scopes::of([Scope::Admin]),
             orgs: OrgAccess::All,
+            token: None,
         });
         BOOTSTRAP.clone()
     }
@@ -356,10 +395,23 @@ pub struct CallerToken {
     pub revoke_time: Option<chrono::DateTime<chrono::Utc>>,
     /// Last used (coalesced to about a minute).
     pub last_used_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The stored token that made it (`None`: the bootstrap token or the CLI).
+    pub parent_id: Option<ids::CallerTokenId>,
 }
 
-/// Checks a caller token's name: 1 to 100 letters, digits, `-`, `_`, `.`.
+/// Checks a caller token's name: 1 to 100 letters, digits, `-`, `_`, `.`, and
+/// none of credd's own actors' names (any case), so that nothing a token does
+/// reads as credd's own in the audit trail.
 pub fn parse_token_name(value: &str) -> Result<String, Violation> {
+    if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(value)) {
+        return Err(Violation::new(
+            "name",
+            format!(
+                "`{value}` is reserved for credd's own actors ({})",
+                RESERVED_NAMES.join(", ")
+            ),
+        ));
+    }
     if !value.is_empty()
         && value.len() <= 100
         && value
@@ -486,6 +538,39 @@ mod tests {
         assert_eq!(OrgAccess::from_stored(&ab.to_stored()), ab);
         assert_eq!(OrgAccess::from_stored(""), OrgAccess::All);
         assert_eq!(OrgAccess::of(Vec::new()), OrgAccess::All);
+    }
+
+    #[test]
+    fn reserved_names_are_refused_in_any_case() {
+        for name in RESERVED_NAMES.iter().chain(&["CREDD", "Bootstrap"]) {
+            assert_eq!(parse_token_name(name).unwrap_err().field, "name", "{name}");
+        }
+        assert!(parse_token_name("credd-gateway").is_ok());
+    }
+
+    #[test]
+    fn a_token_never_makes_one_that_outlives_it() {
+        let now = chrono::Utc::now();
+        let hour = chrono::Duration::hours(1);
+        let maker = |end| Caller {
+            token: Some(std::sync::Arc::new(TokenOrigin {
+                id: ids::CallerTokenId::generate(),
+                expire_time: end,
+            })),
+            ..Caller::bootstrap()
+        };
+        assert_eq!(maker(Some(now)).child_token_bounds(None).1, Some(now));
+        assert_eq!(
+            maker(Some(now)).child_token_bounds(Some(now + hour)).1,
+            Some(now)
+        );
+        assert_eq!(
+            maker(Some(now + hour)).child_token_bounds(Some(now)).1,
+            Some(now)
+        );
+        assert_eq!(maker(None).child_token_bounds(None).1, None);
+        assert!(maker(None).child_token_bounds(None).0.is_some());
+        assert_eq!(Caller::bootstrap().child_token_bounds(None), (None, None));
     }
 
     #[test]

@@ -402,6 +402,7 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Caller {
             orgs: crate::domain::caller::OrgAccess::of(vec![
                 crate::domain::ids::OrgId::from_stored(String::new()),
             ]),
+            token: None,
         })
 }
 

@@ -304,6 +304,10 @@ pub fn caller_token(token: crate::domain::caller::CallerToken) -> pb::CallerToke
         expire_time: token.expire_time.map(timestamp),
         revoke_time: token.revoke_time.map(timestamp),
         last_used_time: token.last_used_time.map(timestamp),
+        parent_id: token
+            .parent_id
+            .map(crate::domain::ids::CallerTokenId::into_string)
+            .unwrap_or_default(),
     }
 }
 

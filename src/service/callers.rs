@@ -265,11 +265,15 @@ impl Authenticator {
                     Some((
                         digest,
                         Entry {
-                            id,
+                            id: id.clone(),
                             caller: Caller {
                                 name: name.into(),
                                 scopes,
                                 orgs,
+                                token: Some(Arc::new(caller::TokenOrigin {
+                                    id: id.clone(),
+                                    expire_time,
+                                })),
                             },
                             expire_time,
                             used,
@@ -346,7 +350,7 @@ impl TokenService {
         expires_in: Option<Duration>,
     ) -> Result<(CallerToken, NewToken), Error> {
         let expire_time = expires_in.map(|d| self.clock.now() + d);
-        self.insert(actor, name, scopes, OrgAccess::All, expire_time)
+        self.insert(actor, name, scopes, OrgAccess::All, expire_time, None)
             .await
     }
 
@@ -384,7 +388,10 @@ impl TokenService {
         {
             return Err(Error::invalid("expire_time", "must be in the future"));
         }
-        self.insert(actor, name, scopes, orgs, expire_time).await
+        // Never more than its maker has, in time too.
+        let (parent, expire_time) = caller.child_token_bounds(expire_time);
+        self.insert(actor, name, scopes, orgs, expire_time, parent)
+            .await
     }
 
     async fn insert(
@@ -394,6 +401,7 @@ impl TokenService {
         scopes: Scopes,
         orgs: OrgAccess,
         expire_time: Option<chrono::DateTime<chrono::Utc>>,
+        parent: Option<CallerTokenId>,
     ) -> Result<(CallerToken, NewToken), Error> {
         let name = caller::parse_token_name(name)?;
         if scopes.iter().next().is_none() {
@@ -406,6 +414,8 @@ impl TokenService {
             "name": name,
             "scopes": scopes.to_names(),
             "org_ids": orgs.to_stored(),
+            "parent_id": parent.as_ref().map(CallerTokenId::as_str),
+            "expire_time": expire_time.map(|t| t.to_rfc3339()),
         }));
         let token = self
             .store
@@ -417,6 +427,7 @@ impl TokenService {
                 new.digest.clone(),
                 new.hint.clone(),
                 expire_time,
+                parent,
                 now,
                 event,
             )
@@ -472,13 +483,21 @@ impl TokenService {
     /// Revokes the live token `name` (the command line names tokens; the audit
     /// trail names them by id, as RevokeCallerToken does).
     pub async fn revoke(&self, actor: &Actor, name: &str) -> Result<(), Error> {
-        let live = self
+        let mut named: Vec<CallerToken> = self
             .store
             .list_tokens()
             .await?
             .into_iter()
-            .find(|t| t.name == name && t.revoke_time.is_none())
-            .ok_or(Error::NotFound("live caller token"))?;
+            .filter(|t| t.name == name && t.revoke_time.is_none())
+            .collect();
+        if named.len() > 1 {
+            // Names are unique per org set only.
+            return Err(Error::FailedPrecondition(format!(
+                "{} live caller tokens are named `{name}` (for different org sets): revoke one by id with CallerTokens/RevokeCallerToken",
+                named.len()
+            )));
+        }
+        let live = named.pop().ok_or(Error::NotFound("live caller token"))?;
         let event = NewEvent::new(actor, "token.revoke", None, &live.id)
             .details(serde_json::json!({ "name": name }));
         self.store

@@ -53,6 +53,17 @@ impl NewEvent {
         self
     }
 
+    /// Adds one detail to those already set.
+    pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
+        if !self.details.is_object() {
+            self.details = serde_json::json!({});
+        }
+        if let Some(details) = self.details.as_object_mut() {
+            details.insert(key.to_owned(), value);
+        }
+        self
+    }
+
     /// Sets the outcome.
     pub fn outcome(mut self, outcome: impl Into<String>) -> Self {
         self.outcome = outcome.into();

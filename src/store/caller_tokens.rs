@@ -55,6 +55,7 @@ impl From<caller_tokens::Model> for CallerToken {
             expire_time: row.expire_time,
             revoke_time: row.revoke_time,
             last_used_time: row.last_used_time,
+            parent_id: row.parent_id.map(CallerTokenId::from_stored),
         }
     }
 }
@@ -72,6 +73,7 @@ impl Store {
         digest: String,
         hint: String,
         expire_time: Option<DateTime<Utc>>,
+        parent_id: Option<CallerTokenId>,
         now: DateTime<Utc>,
         event: NewEvent,
     ) -> Result<CallerToken, Error> {
@@ -87,9 +89,10 @@ impl Store {
             expire_time: Set(expire_time),
             revoke_time: Set(None),
             last_used_time: Set(None),
+            parent_id: Set(parent_id.map(CallerTokenId::into_string)),
         };
         let taken = Error::AlreadyExists {
-            what: "a live caller token with this name",
+            what: "a live caller token with this name for these orgs",
             field: "name",
         };
         let written = row.insert(&txn).await;
@@ -219,6 +222,33 @@ impl Store {
                 },
             );
         }
+        // What it made goes with it, and what those made, in the same transaction.
+        let mut makers = vec![id.as_str().to_owned()];
+        let mut descendants = Vec::new();
+        while !makers.is_empty() {
+            let children: Vec<String> = caller_tokens::Entity::find()
+                .filter(caller_tokens::Column::ParentId.is_in(makers))
+                .filter(caller_tokens::Column::RevokeTime.is_null())
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|row| row.id)
+                .collect();
+            if !children.is_empty() {
+                caller_tokens::Entity::update_many()
+                    .col_expr(caller_tokens::Column::RevokeTime, Expr::value(now))
+                    .filter(caller_tokens::Column::Id.is_in(children.clone()))
+                    .exec(&txn)
+                    .await?;
+            }
+            descendants.extend(children.iter().cloned());
+            makers = children;
+        }
+        let event = if descendants.is_empty() {
+            event
+        } else {
+            event.with_detail("revoked_with_it", serde_json::json!(descendants))
+        };
         audit::append(&txn, event, now).await?;
         let row = caller_tokens::Entity::find_by_id(id.as_str())
             .one(&txn)

@@ -518,7 +518,166 @@ async fn a_scope_from_a_newer_version_spoils_neither_its_token_nor_any_revocatio
     assert_eq!(from_newer.scopes, Scopes::of([Scope::OrgsRead]));
 }
 
+/// CreateCallerToken as `token` (a channel sending it).
+async fn mint(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    org_ids: &[&str],
+    ttl_seconds: Option<i64>,
+) -> Result<credd::pb::CreateCallerTokenResponse, tonic::Status> {
+    use credd::pb::create_caller_token_request::Expiration;
+    credd::pb::caller_tokens_client::CallerTokensClient::new(app.channel_with(Some(token)))
+        .create_caller_token(credd::pb::CreateCallerTokenRequest {
+            name: name.into(),
+            scopes: vec!["admin".into()],
+            org_ids: org_ids.iter().map(|id| (*id).to_owned()).collect(),
+            expiration: ttl_seconds
+                .map(|seconds| Expiration::Ttl(prost_types::Duration { seconds, nanos: 0 })),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The events of `action` about `target_id`, through ListAuditEvents.
+async fn events_about(app: &TestApp, action: &str, target_id: &str) -> Vec<credd::pb::AuditEvent> {
+    credd::pb::audit_client::AuditClient::new(app.channel_with(Some(crate::helpers::TOKEN)))
+        .list_audit_events(credd::pb::ListAuditEventsRequest {
+            action: action.into(),
+            target_id: target_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+/// An org-A admin with a 60 s lifetime mints a token asking for no end: the child
+/// ends when its maker does, records it as `parent_id`, and a grandchild the same;
+/// revoking the maker revokes both at once, and the audit trail names each step.
+async fn a_token_never_outlives_its_maker_and_goes_with_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org().await;
+    let maker = mint(&app, crate::helpers::TOKEN, "a-admin", &[&org.id], Some(60))
+        .await
+        .unwrap();
+    let maker_token = maker.caller_token.unwrap();
+    let maker_end = maker_token.expire_time.unwrap();
+    let child = mint(&app, &maker.plaintext, "a-child", &[&org.id], None)
+        .await
+        .unwrap();
+    let child_token = child.caller_token.unwrap();
+    assert_eq!(
+        child_token.expire_time,
+        Some(maker_end),
+        "capped at the maker's end"
+    );
+    assert_eq!(child_token.parent_id, maker_token.id);
+    let longer = mint(&app, &maker.plaintext, "a-longer", &[&org.id], Some(86_400))
+        .await
+        .unwrap()
+        .caller_token
+        .unwrap();
+    assert_eq!(
+        longer.expire_time,
+        Some(maker_end),
+        "a longer ttl is capped too"
+    );
+    let grandchild = mint(&app, &child.plaintext, "a-grandchild", &[&org.id], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        grandchild.caller_token.as_ref().unwrap().parent_id,
+        child_token.id
+    );
+    let created = events_about(&app, "token.create", &child_token.id).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].caller, "a-admin", "the trail names the maker");
+    assert!(
+        created[0].details.contains(&maker_token.id),
+        "{}",
+        created[0].details
+    );
+
+    let works = async |token: &str| {
+        OrgsClient::new(app.channel_with(Some(token)))
+            .list_orgs(ListOrgsRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code())
+    };
+    assert_eq!(works(&grandchild.plaintext).await, Ok(()));
+    credd::pb::caller_tokens_client::CallerTokensClient::new(
+        app.channel_with(Some(crate::helpers::TOKEN)),
+    )
+    .revoke_caller_token(credd::pb::RevokeCallerTokenRequest {
+        id: maker_token.id.clone(),
+    })
+    .await
+    .unwrap();
+    for token in [&maker.plaintext, &child.plaintext, &grandchild.plaintext] {
+        assert_eq!(works(token).await, Err(Code::Unauthenticated));
+    }
+    let revoked = events_about(&app, "token.revoke", &maker_token.id).await;
+    assert_eq!(revoked.len(), 1);
+    for id in [&child_token.id, &grandchild.caller_token.unwrap().id] {
+        assert!(
+            revoked[0].details.contains(id.as_str()),
+            "{}",
+            revoked[0].details
+        );
+    }
+}
+
+/// Names of credd's own actors are refused, and a name is taken only among the
+/// tokens of the same org set: org B's admin can name a token as org A's did (and
+/// so learns nothing about A's names from ALREADY_EXISTS).
+async fn token_names_are_never_credds_and_unique_per_org_set(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for reserved in [
+        "credd",
+        "bootstrap",
+        "cli",
+        "first-start",
+        "unknown",
+        "Credd",
+    ] {
+        let status = mint(&app, crate::helpers::TOKEN, reserved, &[], None)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{reserved}");
+        assert_eq!(crate::helpers::violated_fields(&status), ["name"]);
+    }
+    let a = app
+        .create_org_with("Alpha", "https://alpha.example", "")
+        .await;
+    let b = app
+        .create_org_with("Beta", "https://beta.example", "")
+        .await;
+    let a_admin = mint(&app, crate::helpers::TOKEN, "a-admin", &[&a.id], None)
+        .await
+        .unwrap()
+        .plaintext;
+    let b_admin = mint(&app, crate::helpers::TOKEN, "b-admin", &[&b.id], None)
+        .await
+        .unwrap()
+        .plaintext;
+    mint(&app, &a_admin, "deploy", &[&a.id], None)
+        .await
+        .unwrap();
+    mint(&app, &b_admin, "deploy", &[&b.id], None)
+        .await
+        .expect("another org set may use the same name");
+    let status = mint(&app, &a_admin, "deploy", &[&a.id], None)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+}
+
 both_backends!(
+    a_token_never_outlives_its_maker_and_goes_with_it,
+    token_names_are_never_credds_and_unique_per_org_set,
     a_scope_from_a_newer_version_spoils_neither_its_token_nor_any_revocation,
     every_rpc_needs_exactly_its_scope,
     a_gateway_token_verifies_and_checks_redirects_and_nothing_else,

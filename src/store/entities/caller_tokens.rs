@@ -16,6 +16,7 @@ pub struct Model {
     pub expire_time: Option<DateTimeUtc>,
     pub revoke_time: Option<DateTimeUtc>,
     pub last_used_time: Option<DateTimeUtc>,
+    pub parent_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
