@@ -546,6 +546,16 @@ pub fn estimated_bits(secret: &str) -> f64 {
             predictable[i] = true;
         }
     }
+    // Constant-stride runs of any stride (`ACEGIK`, `13579`, `zwtq`), as zxcvbn's
+    // sequence matcher counts them: a character that keeps the step between the
+    // two before it is predictable.
+    for i in 2..bytes.len() {
+        let step = |a: u8, b: u8| i16::from(b) - i16::from(a);
+        if step(bytes[i - 2], bytes[i - 1]) == step(bytes[i - 1], bytes[i]) {
+            predictable[i - 1] = true;
+            predictable[i] = true;
+        }
+    }
     // Common words: everything but their first character.
     for word in COMMON_WORDS {
         let mut from = 0;
@@ -821,6 +831,9 @@ mod tests {
             "mypassword123456789mypassword1234567",
             "0123456789abcdef0123456789abcdef",
             "8f14e45fceea167a5a36dedd4bea2543",
+            "ACEGIKMOQSUWY13579bdfhjlnprtvxz02468",
+            "adgjmpsvyBEHKNQTWZ147cfilorux0369ADGJ",
+            "zwtqnkheb963ZWTQNKHEBywvsurolifc852",
         ] {
             assert!(!ok(weak), "{weak}: {} bits", estimated_bits(weak));
         }

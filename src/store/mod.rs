@@ -353,9 +353,41 @@ pub fn describe_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             let _ = parsed.set_password(None);
+            // libpq and sqlx also take a password in the query (`password`,
+            // `sslpassword`); anything named like a secret is shown redacted.
+            let query: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(key, value)| {
+                    let secret = ["password", "secret", "token", "passwd", "pass"]
+                        .iter()
+                        .any(|word| key.to_ascii_lowercase().contains(word));
+                    let value = if secret { "REDACTED".into() } else { value.into_owned() };
+                    (key.into_owned(), value)
+                })
+                .collect();
+            if !query.is_empty() {
+                parsed.query_pairs_mut().clear().extend_pairs(query);
+            }
             parsed.to_string()
         }
         Err(_) => "(an unparsable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod describe_url_tests {
+    use super::describe_url;
+
+    #[test]
+    fn no_password_is_shown_in_the_user_info_or_the_query() {
+        let shown = describe_url(
+            "postgres://app:hunter2@db:5432/credd?sslmode=require&password=s3cret&sslpassword=k3y&PassFile=/x",
+        );
+        for secret in ["hunter2", "s3cret", "k3y", "/x"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert!(shown.contains("password=REDACTED"), "{shown}");
     }
 }
 
