@@ -374,22 +374,6 @@ pub fn describe_url(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod describe_url_tests {
-    use super::describe_url;
-
-    #[test]
-    fn no_password_is_shown_in_the_user_info_or_the_query() {
-        let shown = describe_url(
-            "postgres://app:hunter2@db:5432/credd?sslmode=require&password=s3cret&sslpassword=k3y&PassFile=/x",
-        );
-        for secret in ["hunter2", "s3cret", "k3y", "/x"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(shown.contains("sslmode=require"), "{shown}");
-        assert!(shown.contains("password=REDACTED"), "{shown}");
-    }
-}
 
 fn db_error_line(err: &DbErr) -> String {
     match err {
@@ -469,5 +453,22 @@ impl From<DbErr> for Error {
         } else {
             Error::Internal(Box::new(err))
         }
+    }
+}
+
+#[cfg(test)]
+mod describe_url_tests {
+    use super::describe_url;
+
+    #[test]
+    fn no_password_is_shown_in_the_user_info_or_the_query() {
+        let shown = describe_url(
+            "postgres://app:hunter2@db:5432/credd?sslmode=require&password=s3cret&sslpassword=k3y&PassFile=/x",
+        );
+        for secret in ["hunter2", "s3cret", "k3y", "/x"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert!(shown.contains("password=REDACTED"), "{shown}");
     }
 }
