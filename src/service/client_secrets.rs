@@ -49,6 +49,8 @@ pub struct SecretService {
     clock: Arc<dyn Clock>,
     cache: Arc<VerifyCache>,
     directory: Arc<Directory>,
+    /// Write-path argon2 jobs per org, bounded.
+    write_hashing: Arc<super::hasher::OrgHashSlots>,
 }
 
 impl SecretService {
@@ -68,6 +70,7 @@ impl SecretService {
             clock,
             cache,
             directory,
+            write_hashing: Arc::default(),
         }
     }
 
@@ -192,8 +195,13 @@ impl SecretService {
         policy.lifetime_end(self.clock.now(), expiration)?;
         if let Some(grace) = activate {
             policy.check_grace("grace_period", grace)?;
+        } else if let Some(max) = policy.max_pending_secrets {
+            self.store
+                .check_pending_cap(org_id, max, self.clock.now())
+                .await?;
         }
         let hint = secret::hint(plaintext.expose_secret());
+        let _slot = self.write_hashing.take(org_id)?;
         let phc = self.hasher.hash(plaintext).await?;
         let new = NewSecret {
             id: SecretId::generate(),
@@ -279,10 +287,27 @@ impl SecretService {
             }
             Presented::Malformed(_) => return Err(no_match()),
         };
-        for candidate in candidates
+        // At most the two candidates a verification would try: the ACTIVE one and
+        // the newest PENDING one (imports may share a hint; an older one is
+        // activated by its secret_id). Ids are UUIDv7: newest sorts last.
+        let mut candidates: Vec<Candidate> = candidates
             .into_iter()
             .filter(|c| states.contains(&c.secret.state))
-        {
+            .collect();
+        candidates.sort_by(|a, b| {
+            let active = |c: &Candidate| c.secret.state == ClientSecretState::Active;
+            active(b)
+                .cmp(&active(a))
+                .then_with(|| b.secret.id.cmp(&a.secret.id))
+        });
+        let newest_pending = candidates
+            .iter()
+            .position(|c| c.secret.state == ClientSecretState::Pending);
+        let candidates = candidates.into_iter().enumerate().filter(|(i, c)| {
+            c.secret.state == ClientSecretState::Active || Some(*i) == newest_pending
+        });
+        let _slot = self.write_hashing.take(org_id)?;
+        for (_, candidate) in candidates {
             let matches = match StoredHash::parse(&candidate.phc) {
                 Some(hash @ StoredHash::Digest(_)) => {
                     hash.digest_matches(plaintext.expose_secret())

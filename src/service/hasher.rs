@@ -324,9 +324,90 @@ fn internal_poison<T>(_: std::sync::PoisonError<T>) -> Error {
     Error::Internal("argon2 memory pool lock poisoned".into())
 }
 
+/// How many argon2 jobs of write paths (imports, activations by plaintext) one
+/// org may have at once: one tenant's admin cannot queue the shared pool full.
+pub const WRITE_JOBS_PER_ORG: usize = 2;
+
+/// Write-path argon2 jobs in flight, per org.
+#[derive(Debug, Default)]
+pub struct OrgHashSlots {
+    in_flight: std::sync::Mutex<std::collections::HashMap<crate::domain::ids::OrgId, usize>>,
+}
+
+impl OrgHashSlots {
+    /// A slot for one write-path argon2 job of `org_id`, given back when the
+    /// guard drops (also when the RPC is cancelled mid-hash); RESOURCE_EXHAUSTED
+    /// when the org already has [`WRITE_JOBS_PER_ORG`] running.
+    pub fn take(
+        self: &std::sync::Arc<Self>,
+        org_id: &crate::domain::ids::OrgId,
+    ) -> Result<OrgHashSlot, Error> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .map_err(|_| Error::Internal("hash slots lock poisoned".into()))?;
+        let count = in_flight.entry(org_id.clone()).or_default();
+        if *count >= WRITE_JOBS_PER_ORG {
+            return Err(Error::Overloaded(
+                "this org already has argon2 work of imports or activations running; retry shortly",
+            ));
+        }
+        *count += 1;
+        Ok(OrgHashSlot {
+            slots: self.clone(),
+            org_id: org_id.clone(),
+        })
+    }
+
+    /// How many jobs `org_id` has running.
+    pub fn in_flight(&self, org_id: &crate::domain::ids::OrgId) -> usize {
+        self.in_flight
+            .lock()
+            .map(|m| m.get(org_id).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// One write-path argon2 job's slot; dropping it gives the slot back.
+#[must_use = "the slot is given back when this is dropped"]
+pub struct OrgHashSlot {
+    slots: std::sync::Arc<OrgHashSlots>,
+    org_id: crate::domain::ids::OrgId,
+}
+
+impl Drop for OrgHashSlot {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.slots.in_flight.lock()
+            && let Some(count) = in_flight.get_mut(&self.org_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.org_id);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_org_gets_two_write_slots_and_dropping_gives_them_back() {
+        let slots = std::sync::Arc::new(OrgHashSlots::default());
+        let (org, other) = (
+            crate::domain::ids::OrgId::generate(),
+            crate::domain::ids::OrgId::generate(),
+        );
+        let first = slots.take(&org).unwrap();
+        let second = slots.take(&org).unwrap();
+        assert!(matches!(slots.take(&org), Err(Error::Overloaded(_))));
+        assert!(slots.take(&other).is_ok(), "another org is untouched");
+        drop(first);
+        let third = slots.take(&org).unwrap();
+        drop((second, third));
+        assert_eq!(slots.in_flight(&org), 0);
+    }
 
     fn cheap() -> Hasher {
         Hasher::new(HasherConfig {

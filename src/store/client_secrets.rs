@@ -244,22 +244,7 @@ impl Store {
         let txn = self.begin().await?;
         lock_live_org(&txn, &new.org_id).await?;
         if let (Some(max), None) = (max_pending, &activate) {
-            let waiting = of_org(&new.org_id)
-                .filter(client_secrets::Column::State.eq(ClientSecretState::Pending.as_str()))
-                .all(&txn)
-                .await?
-                .into_iter()
-                .map(ClientSecret::try_from)
-                .filter(|s| {
-                    s.as_ref()
-                        .is_ok_and(|s| s.state_at(now) == ClientSecretState::Pending)
-                })
-                .count();
-            if waiting >= max as usize {
-                return Err(Error::FailedPrecondition(format!(
-                    "the org already has {waiting} PENDING secrets, its credential_policy.max_pending_secrets ({max}); activate or revoke one first"
-                )));
-            }
+            check_pending_cap(pending_count(&txn, &new.org_id, now).await?, max)?;
         }
         let (org_id, secret_id) = (new.org_id.clone(), new.id.clone());
         let row = client_secrets::ActiveModel {
@@ -306,6 +291,19 @@ impl Store {
             Err(Error::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
         }
+    }
+
+    /// Refuses a new PENDING secret when the org already has `max` waiting (the
+    /// check `insert_secret` makes again in its transaction), so that an import
+    /// is refused before its argon2 hash is paid for.
+    #[tracing::instrument(name = "store.check_pending_cap", skip_all)]
+    pub async fn check_pending_cap(
+        &self,
+        org_id: &OrgId,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        check_pending_cap(pending_count(&self.conn(), org_id, now).await?, max)
     }
 
     /// The org's imported secrets in `in_states` whose hint is `hint`.
@@ -643,4 +641,33 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// How many secrets of `org_id` are PENDING as of `now`.
+async fn pending_count(
+    conn: &impl sea_orm::ConnectionTrait,
+    org_id: &OrgId,
+    now: DateTime<Utc>,
+) -> Result<usize, Error> {
+    Ok(of_org(org_id)
+        .filter(client_secrets::Column::State.eq(ClientSecretState::Pending.as_str()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(ClientSecret::try_from)
+        .filter(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.state_at(now) == ClientSecretState::Pending)
+        })
+        .count())
+}
+
+/// FAILED_PRECONDITION when `waiting` PENDING secrets reach `max`.
+fn check_pending_cap(waiting: usize, max: u32) -> Result<(), Error> {
+    if waiting >= max as usize {
+        return Err(Error::FailedPrecondition(format!(
+            "the org already has {waiting} PENDING secrets, its credential_policy.max_pending_secrets ({max}); activate or revoke one first"
+        )));
+    }
+    Ok(())
 }

@@ -361,7 +361,11 @@ pub fn describe_url(url: &str) -> String {
                     let secret = ["password", "secret", "token", "passwd", "pass"]
                         .iter()
                         .any(|word| key.to_ascii_lowercase().contains(word));
-                    let value = if secret { "REDACTED".into() } else { value.into_owned() };
+                    let value = if secret {
+                        "REDACTED".into()
+                    } else {
+                        value.into_owned()
+                    };
                     (key.into_owned(), value)
                 })
                 .collect();
@@ -373,7 +377,6 @@ pub fn describe_url(url: &str) -> String {
         Err(_) => "(an unparsable URL)".to_owned(),
     }
 }
-
 
 fn db_error_line(err: &DbErr) -> String {
     match err {

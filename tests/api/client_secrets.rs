@@ -664,7 +664,87 @@ async fn last_used_time_is_recorded_without_a_write_per_verify(backend: Backend)
     assert_eq!(last_used().await, first);
 }
 
+/// An import-shaped secret ending in `hint` (the part that selects candidates).
+fn import_with_hint(hint: &str) -> String {
+    use base64::Engine as _;
+    let random = base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(credd::domain::ids::random_bytes::<27>());
+    format!("{random}{hint}")
+}
+
+/// Nine imports share a hint. Activating by plaintext tries at most the two
+/// candidates a verification would (the ACTIVE one and the newest PENDING one):
+/// a wrong plaintext with that hint costs at most two argon2 jobs, not nine.
+async fn activation_by_plaintext_hashes_at_most_two_candidates(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org().await;
+    let mut imported = Vec::new();
+    for _ in 0..9 {
+        let plaintext = import_with_hint("QxZ7");
+        app.secrets
+            .clone()
+            .import_client_secret(credd::pb::ImportClientSecretRequest {
+                org_id: org.id.clone(),
+                plaintext: plaintext.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        imported.push(plaintext);
+    }
+    let hashes = app.verifier.hasher().computations();
+    let status = app
+        .activate(&org.id, Secret::Plaintext(import_with_hint("QxZ7")), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        app.verifier.hasher().computations() - hashes <= 2,
+        "{} argon2 jobs for one activation",
+        app.verifier.hasher().computations() - hashes
+    );
+    let newest = imported.last().unwrap().clone();
+    let active = app
+        .activate(&org.id, Secret::Plaintext(newest.clone()), 0)
+        .await
+        .unwrap();
+    assert_eq!(active.state(), ClientSecretState::Active);
+    assert!(app.verify(&org.client_id, &newest).await.unwrap());
+}
+
+/// An import refused by the pending cap is refused before its hash is paid for.
+async fn an_import_past_the_pending_cap_costs_no_argon2(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org().await;
+    let import = |plaintext: String| {
+        let mut secrets = app.secrets.clone();
+        let org_id = org.id.clone();
+        async move {
+            secrets
+                .import_client_secret(credd::pb::ImportClientSecretRequest {
+                    org_id,
+                    plaintext,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    for _ in 0..10 {
+        import(import_with_hint("Cap1")).await.unwrap();
+    }
+    let hashes = app.verifier.hasher().computations();
+    let status = import(import_with_hint("Cap2")).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        app.verifier.hasher().computations(),
+        hashes,
+        "no argon2 for a refusal"
+    );
+}
+
 both_backends!(
+    activation_by_plaintext_hashes_at_most_two_candidates,
+    an_import_past_the_pending_cap_costs_no_argon2,
     a_new_org_has_no_secret_and_verifies_nothing,
     the_documents_rotation_scenario,
     a_grace_period_ends_when_a_newer_secret_is_activated,
