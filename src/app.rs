@@ -430,8 +430,8 @@ impl App {
                 stop,
             )
         });
-        let verifier = self.verifier.clone();
-        background.spawn(|stop| background::flush_refusal_log(verifier, stop));
+        let (verifier, apps) = (self.verifier.clone(), self.apps.clone());
+        background.spawn(|stop| background::flush_refusal_log(verifier, apps, stop));
         let follow = background::Follow {
             store: self.store.clone(),
             cache: self.verifier.cache().clone(),

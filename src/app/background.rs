@@ -171,13 +171,19 @@ pub(super) async fn follow_audit(feed: crate::service::events::AuditFeed, mut st
     }
 }
 
-/// Sums up refused verifications in the log every few seconds, and once more at
+/// Sums up refused verifications and redirect checks in the log every few seconds, and once more at
 /// stop.
-pub(super) async fn flush_refusal_log(verifier: VerifyService, mut stop: Stop) {
+pub(super) async fn flush_refusal_log(
+    verifier: VerifyService,
+    apps: crate::service::AppService,
+    mut stop: Stop,
+) {
     while stop.sleep(crate::service::verify::REFUSAL_LOG_EVERY).await {
         verifier.flush_refusal_log();
+        apps.flush_refusal_log();
     }
     verifier.flush_refusal_log();
+    apps.flush_refusal_log();
 }
 
 /// Keeps health truthful. Each credd service is SERVING only while the store

@@ -1,7 +1,10 @@
 //! App registration use cases, the gateway's redirect check and the association
 //! files for App Links / Universal Links.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use serde_json::json;
 
@@ -11,7 +14,7 @@ use crate::{
         Violation,
         app::{self, AppInput, AppKind, AppRegistration, Platform},
         caller::{Actor, OrgAccess, ReachedOrg},
-        ids::{AppRegistrationId, ClientId},
+        ids::{AppRegistrationId, ClientId, OrgId},
         org::OrgScope,
         paging::{Page, PageRequest},
     },
@@ -68,6 +71,9 @@ pub struct AppService {
     store: Store,
     directory: Arc<Directory>,
     clock: Arc<dyn Clock>,
+    /// Refused redirect checks per org not yet logged (the first of an
+    /// interval is logged at once): bounded by the orgs that exist.
+    refused_redirects: Arc<std::sync::Mutex<HashMap<OrgId, (ClientId, u64)>>>,
 }
 
 impl AppService {
@@ -77,6 +83,43 @@ impl AppService {
             store,
             directory,
             clock,
+            refused_redirects: Arc::default(),
+        }
+    }
+
+    /// Logs one line per org with the redirect checks refused since the last
+    /// flush beyond the first (which was logged at once), and starts a new
+    /// interval: a flood of unregistered redirect URIs is a line per org per
+    /// interval, not a line per request.
+    pub fn flush_refusal_log(&self) {
+        let refused = match self.refused_redirects.lock() {
+            Ok(mut refused) => std::mem::take(&mut *refused),
+            Err(_) => return,
+        };
+        for (org_id, (client_id, count)) in refused {
+            if count > 0 {
+                tracing::info!(%org_id, %client_id, count, "redirect URIs refused: not registered");
+            }
+        }
+    }
+
+    /// Notes one refused redirect check of `org_id`: logged at once when it is
+    /// the first of the interval, counted otherwise.
+    fn log_refused_redirect(&self, org_id: &OrgId, client_id: &ClientId) {
+        let first = self.refused_redirects.lock().is_ok_and(|mut refused| {
+            match refused.entry(org_id.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut seen) => {
+                    seen.get_mut().1 += 1;
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(new) => {
+                    new.insert((client_id.clone(), 0));
+                    true
+                }
+            }
+        });
+        if first {
+            tracing::info!(%org_id, %client_id, count = 1, "redirect URIs refused: not registered");
         }
     }
 
@@ -267,7 +310,7 @@ impl AppService {
         if found.is_none() {
             // It may be registered meanwhile while the change feed is unreadable.
             self.directory.absence_is_an_answer()?;
-            tracing::info!(%client_id, "redirect URI refused: not registered");
+            self.log_refused_redirect(&entry.org.id, client_id);
         }
         Ok(
             found.map_or_else(RedirectCheck::default, |app| RedirectCheck {

@@ -677,6 +677,17 @@ async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend
     for _ in 0..50 {
         verify(secret.clone(), org.client_id.clone()).await;
     }
+    let mut apps = clients.apps.clone();
+    for i in 0..20 {
+        let check = apps
+            .check_redirect_uri(credd::pb::CheckRedirectUriRequest {
+                client_id: org.client_id.clone(),
+                redirect_uri: format!("https://www.example.net/not-registered/{i}"),
+            })
+            .await
+            .unwrap();
+        assert!(!check.into_inner().allowed);
+    }
     let status = Command::new("kill")
         .args(["-TERM", &log.server.0.id().to_string()])
         .status()
@@ -727,6 +738,23 @@ async fn a_flood_of_refused_verifications_is_a_few_log_lines_with_counts(backend
     assert!(
         !log.contains(&secret),
         "the secret sent as client_id is not logged"
+    );
+    let redirects: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "redirect URIs refused: not registered")
+        .collect();
+    assert!(
+        (1..=3).contains(&redirects.len()),
+        "a first line and sums, not a line per refusal: {}",
+        redirects.len()
+    );
+    assert_eq!(
+        redirects
+            .iter()
+            .map(|line| line["fields"]["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        20
     );
 }
 
