@@ -74,6 +74,8 @@ impl Audit for AuditGrpc {
             };
             return Err(Error::invalid("actions", reason).into());
         }
+        // Before the store is read: a refused watch costs nothing.
+        let slot = self.feed.admit(&caller.name)?;
         let cursor = if req.after.is_empty() {
             self.feed.now_cursor().await?
         } else {
@@ -85,10 +87,11 @@ impl Audit for AuditGrpc {
             only_orgs: caller.orgs.orgs().map(<[_]>::to_vec),
             actions: req.actions,
         };
-        let events = ReceiverStream::new(self.feed.watch(filter, cursor)).map(|item| match item {
-            Ok(event) => Ok(convert::audit_event(event)),
-            Err(end) => Err(end_status(end)),
-        });
+        let events =
+            ReceiverStream::new(self.feed.watch(filter, cursor, slot)).map(|item| match item {
+                Ok(event) => Ok(convert::audit_event(event)),
+                Err(end) => Err(end_status(end)),
+            });
         Ok(Response::new(Box::pin(events)))
     }
 

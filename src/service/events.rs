@@ -29,6 +29,11 @@ pub const FEED_CAPACITY: usize = 4096;
 const WATCHER_BUFFER: usize = 64;
 /// How many events a replay reads at a time.
 const REPLAY_PAGE: u64 = 500;
+/// How many watches one process follows at once.
+pub const MAX_WATCHES: usize = 256;
+/// How many watches one caller (by token name) follows at once.
+pub const MAX_WATCHES_PER_CALLER: usize = 8;
+
 /// How often the tail reads new events (every replica sees another's write
 /// within this and a read).
 pub const TAIL_EVERY: Duration = Duration::from_millis(200);
@@ -56,6 +61,37 @@ struct FeedInner {
     position: AtomicI64,
     /// Set at shutdown: watchers end so that the server can stop.
     closing: watch::Sender<bool>,
+    /// Watches running, in all and per caller.
+    slots: std::sync::Mutex<WatchCounts>,
+}
+
+#[derive(Debug, Default)]
+struct WatchCounts {
+    total: usize,
+    by_caller: std::collections::HashMap<Arc<str>, usize>,
+}
+
+/// One running watch's place in the bounds; given back when dropped (the watch
+/// ended, or its client went away).
+#[must_use = "the watch's slot is given back when this is dropped"]
+#[derive(Debug)]
+pub struct WatchSlot {
+    feed: Arc<FeedInner>,
+    caller: Arc<str>,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.feed.slots.lock() {
+            counts.total = counts.total.saturating_sub(1);
+            if let Some(n) = counts.by_caller.get_mut(&self.caller) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.by_caller.remove(&self.caller);
+                }
+            }
+        }
+    }
 }
 
 /// Why a watch ended, for the client (each carries the last event sent, so
@@ -82,6 +118,7 @@ impl AuditFeed {
                 events,
                 position: AtomicI64::new(0),
                 closing,
+                slots: std::sync::Mutex::default(),
             }),
         }
     }
@@ -111,6 +148,35 @@ impl AuditFeed {
                 return Ok(sent);
             }
         }
+    }
+
+    /// A slot for one more watch of `caller` (its token's name): RESOURCE_EXHAUSTED
+    /// past [`MAX_WATCHES_PER_CALLER`] for the caller or [`MAX_WATCHES`] for the
+    /// process, so that no caller can hold the tail's memory and the store's
+    /// replays without bound.
+    pub fn admit(&self, caller: &Arc<str>) -> Result<WatchSlot, Error> {
+        let mut counts = self
+            .inner
+            .slots
+            .lock()
+            .map_err(|_| Error::Internal("watch slots lock poisoned".into()))?;
+        if counts.total >= MAX_WATCHES {
+            return Err(Error::Overloaded(
+                "this server follows as many audit watches as it allows (256); retry later or on another replica",
+            ));
+        }
+        let mine = counts.by_caller.get(caller).copied().unwrap_or(0);
+        if mine >= MAX_WATCHES_PER_CALLER {
+            return Err(Error::Overloaded(
+                "this caller token already follows 8 audit watches here; end one first",
+            ));
+        }
+        counts.total += 1;
+        counts.by_caller.insert(caller.clone(), mine + 1);
+        Ok(WatchSlot {
+            feed: self.inner.clone(),
+            caller: caller.clone(),
+        })
     }
 
     /// Ends every watch (at shutdown).
@@ -146,6 +212,7 @@ impl AuditFeed {
         &self,
         filter: WatchFilter,
         cursor: i64,
+        slot: WatchSlot,
     ) -> mpsc::Receiver<Result<AuditEvent, WatchEnd>> {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         // Subscribed before the replay reads: whatever the tail sends from here
@@ -154,6 +221,8 @@ impl AuditFeed {
         let mut closing = self.inner.closing.subscribe();
         let store = self.inner.store.clone();
         tokio::spawn(async move {
+            // Held for as long as the watch runs.
+            let _slot = slot;
             tokio::select! {
                 // The client went away: nothing to send the end to.
                 _ = tx.closed() => {}
