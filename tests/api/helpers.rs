@@ -317,6 +317,22 @@ pub async fn spawn_replica_with(first: &TestApp, adjust: impl FnOnce(&mut Settin
     .await
 }
 
+/// [`spawn_replica_with`] on a clock the test moves (the first's, to move both).
+pub async fn spawn_replica_with_clock(
+    first: &TestApp,
+    clock: Arc<ManualClock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    spawn_on(
+        first.backend.clone(),
+        TestDb::Shared,
+        first.database_url.clone(),
+        adjust,
+        clock,
+    )
+    .await
+}
+
 /// [`spawn_app`] on a clock the test moves.
 pub async fn spawn_app_with_clock(backend: Backend, clock: Arc<ManualClock>) -> TestApp {
     spawn(backend, |_| {}, clock).await
