@@ -391,7 +391,7 @@ async fn urls_with_control_characters_spaces_or_dot_segments_are_refused(backend
             .is_empty(),
         "nothing was stored"
     );
-    create(&mut app, web(&org, "https://app.example.com/cb"))
+    let web_app = create(&mut app, web(&org, "https://app.example.com/cb"))
         .await
         .unwrap();
     assert!(
@@ -399,6 +399,81 @@ async fn urls_with_control_characters_spaces_or_dot_segments_are_refused(backend
             .await
             .allowed
     );
+    // Updates are held to the same rules: the callback, and the name.
+    let mask = |path: &str| {
+        Some(FieldMask {
+            paths: vec![path.into()],
+        })
+    };
+    for tail in bad_tails {
+        assert_invalid(
+            app.apps
+                .update_app_registration(UpdateAppRegistrationRequest {
+                    app_registration: Some(AppRegistration {
+                        id: web_app.id.clone(),
+                        callback_url: format!("https://app.example.com{tail}"),
+                        ..Default::default()
+                    }),
+                    update_mask: mask("callback_url"),
+                })
+                .await,
+            "app_registration.callback_url",
+        );
+    }
+    for name in ["Web\r\napp", "Web\0app", "Web\u{7}app"] {
+        assert_invalid(
+            app.apps
+                .update_app_registration(UpdateAppRegistrationRequest {
+                    app_registration: Some(AppRegistration {
+                        id: web_app.id.clone(),
+                        name: name.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask("name"),
+                })
+                .await,
+            "app_registration.name",
+        );
+    }
+    // A login domain is a header value too: control characters are refused on
+    // create and on update, naming the field.
+    for domain in [
+        "login.acme.example\r\n",
+        "login\0.acme.example",
+        "login.acme\t.example",
+    ] {
+        assert_invalid(
+            app.orgs
+                .create_org(CreateOrgRequest {
+                    name: "Acme".into(),
+                    main_website: "https://acme.example".into(),
+                    custom_domain: domain.into(),
+                })
+                .await,
+            "custom_domain",
+        );
+        let mut patch = org.clone();
+        patch.custom_domain = domain.into();
+        assert_invalid(
+            app.orgs
+                .update_org(UpdateOrgRequest {
+                    org: Some(patch),
+                    update_mask: mask("custom_domain"),
+                })
+                .await,
+            "org.custom_domain",
+        );
+    }
+    let stored = app
+        .apps
+        .get_app_registration(credd::pb::GetAppRegistrationRequest {
+            id: web_app.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.callback_url, "https://app.example.com/cb");
+    assert_eq!(stored.name, web_app.name, "nothing was stored");
 }
 
 async fn duplicates_within_an_org_already_exist(backend: Backend) {

@@ -582,6 +582,21 @@ async fn memory_answers_only_within_reach(backend: Backend) {
                     if code != want {
                         failures.push(format!("GetOrg by client_id {cell}: {code:?}"));
                     }
+                    // The gateway scope looks orgs up by client ID or domain only:
+                    // by id it is refused even for its own org.
+                    if *who == "limited to A" {
+                        let by_id = credd::pb::orgs_client::OrgsClient::new(channel.clone())
+                            .get_org(credd::pb::GetOrgRequest {
+                                lookup: Some(credd::pb::get_org_request::Lookup::Id(
+                                    org.id.clone(),
+                                )),
+                            })
+                            .await;
+                        let code = by_id.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+                        if code != Code::PermissionDenied {
+                            failures.push(format!("GetOrg by id as gateway {cell}: {code:?}"));
+                        }
+                    }
                 }
             }
         }
