@@ -28,6 +28,10 @@ fi
 mkdir -p "$dir"
 cat >"$dir/pgbouncer.ini" <<INI
 [databases]
+; One server connection for the test database credd_witness, so that a second
+; client (the witness) shares credd's server connection: credd must leave it as
+; it found it (tests/api/pooler.rs).
+credd_witness = host=127.0.0.1 port=5432 dbname=credd_witness pool_size=1
 * = host=127.0.0.1 port=5432
 
 [pgbouncer]

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use super::{Store, entities::audit_events, page_of};
@@ -79,7 +79,7 @@ impl NewEvent {
 /// nothing. Every transaction that appends does so before it announces a change
 /// (`changes::announce`), so the two counters are always locked in one order.
 pub(super) async fn append(
-    txn: &DatabaseTransaction,
+    txn: &super::pooled::Txn,
     event: NewEvent,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {

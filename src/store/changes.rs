@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, sqlx,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, sqlx,
 };
 use secrecy::ExposeSecret as _;
 
@@ -39,7 +39,7 @@ const LEGACY_CHANNEL: &str = "credd_verify";
 /// Announces, inside `txn` (so only if it commits), that `org_id`'s verifications
 /// changed.
 pub(super) async fn announce(
-    txn: &DatabaseTransaction,
+    txn: &super::pooled::Txn,
     origin: &str,
     org_id: &OrgId,
 ) -> Result<(), Error> {

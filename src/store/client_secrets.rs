@@ -202,7 +202,7 @@ async fn apply<C: ConnectionTrait>(db: &C, org_id: &OrgId, step: &Transition) ->
 
 /// Activates `secret_id` inside `txn` (the org's row already locked).
 async fn activate_in(
-    txn: &sea_orm::DatabaseTransaction,
+    txn: &super::pooled::Txn,
     org_id: &OrgId,
     secret_id: &SecretId,
     now: DateTime<Utc>,

@@ -232,7 +232,7 @@ impl Store {
     }
 
     /// Begins a transaction (that a transaction pooler carries, when behind one).
-    async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    async fn begin(&self) -> Result<pooled::Txn, DbErr> {
         pooled::begin(&self.db, self.pooled).await
     }
 
@@ -276,7 +276,7 @@ impl Store {
 /// change of `announce`'s org is announced to the other processes when given, and
 /// the transaction commits — so a change is never stored without its event.
 async fn commit_with_event<M>(
-    txn: sea_orm::DatabaseTransaction,
+    txn: pooled::Txn,
     written: Result<M, DbErr>,
     taken: Error,
     event: audit::NewEvent,

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Order,
-    QueryFilter, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter,
+    sea_query::Expr,
 };
 
 use super::{
@@ -97,7 +97,7 @@ fn live() -> sea_orm::Select<orgs::Entity> {
 /// Locks the live org `org_id` for the rest of the transaction (a no-op UPDATE), or
 /// NOT_FOUND: writes to one org's things then run one at a time on both backends,
 /// and a deleted org's things cannot be written.
-pub(super) async fn lock_live_org(txn: &DatabaseTransaction, org_id: &OrgId) -> Result<(), Error> {
+pub(super) async fn lock_live_org(txn: &super::pooled::Txn, org_id: &OrgId) -> Result<(), Error> {
     let locked = orgs::Entity::update_many()
         .col_expr(
             orgs::Column::UpdateTime,

@@ -1,24 +1,27 @@
-//! Statements that survive a transaction-pooling PgBouncer.
+//! Statements that survive a transaction-pooling PgBouncer, and leave its other
+//! clients' server connections as they found them.
 //!
-//! sqlx prepares every statement under a name (`sqlx_s_N`, counted per client
-//! connection) and sends Parse and Bind in separate round trips. Behind a pooler in
-//! transaction mode both break: between the round trips the pooler may hand the
-//! server connection to another client, and two clients' `sqlx_s_1` meet on one
-//! server connection ("already exists"). SeaORM offers no unnamed statements, so
-//! credd keeps to what a transaction pooler guarantees instead:
+//! SeaORM has sqlx prepare every statement under a name (`sqlx_s_N`, counted per
+//! client connection), even with the statement cache off, and never closes it.
+//! Behind a pooler in transaction mode that leaves names on server connections that
+//! other clients of the pool then share (two clients' `sqlx_s_1` meet: "already
+//! exists"), and clearing them (`DEALLOCATE ALL`) would delete the other clients'
+//! own statements. So behind a pooler credd runs SeaORM's statements itself:
 //!
-//! - every statement runs inside a transaction (the pooler pins one server
-//!   connection from BEGIN to COMMIT), a lone statement in one of its own;
-//! - every transaction starts with `DEALLOCATE ALL` (simple protocol, no name), so
-//!   names left on the server connection by an earlier client are gone;
-//! - the statement cache is off (a cached name would not survive the next
-//!   transaction's `DEALLOCATE ALL`).
+//! - with sqlx's unnamed statement (`persistent(false)`: Parse of `""`), which
+//!   names nothing, is replaced by the next statement and is gone at the latest
+//!   when the transaction ends;
+//! - every statement inside a transaction (the pooler pins one server connection
+//!   from BEGIN to COMMIT, across Parse and Bind), a lone statement in one of its
+//!   own;
+//! - the statement cache off, so nothing is ever prepared under a name.
 //!
-//! On a direct connection none of this runs: [`Conn::Direct`] is the pool itself.
+//! On a direct connection none of this runs: [`Conn::Direct`] is the pool itself
+//! and [`Txn::Direct`] SeaORM's own transaction.
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
-    QueryResult, Statement, TransactionTrait,
+    QueryResult, RuntimeErr, Statement, TransactionTrait, sqlx,
 };
 
 /// Whether `CREDD_DATABASE_URL` points at a transaction pooler.
@@ -41,14 +44,150 @@ pub enum Conn<'a> {
     Pooled(&'a DatabaseConnection),
 }
 
-/// Begins a transaction on `db`, clearing names an earlier client left behind
-/// when `pooled`.
-pub async fn begin(db: &DatabaseConnection, pooled: bool) -> Result<DatabaseTransaction, DbErr> {
-    let txn = db.begin().await?;
-    if pooled {
-        txn.execute_unprepared("DEALLOCATE ALL").await?;
+/// A transaction: SeaORM's on a direct connection, or one whose statements run
+/// unnamed behind a transaction pooler.
+pub enum Txn {
+    /// SeaORM's transaction.
+    Direct(DatabaseTransaction),
+    /// A transaction of the pooler's (see the module's documentation).
+    Pooled(PgTxn),
+}
+
+/// A PostgreSQL transaction that runs every statement as sqlx's unnamed one.
+pub struct PgTxn {
+    txn: tokio::sync::Mutex<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+/// Begins a transaction on `db`; behind a transaction pooler (`pooled`), one
+/// whose statements leave no name on the server connection.
+pub async fn begin(db: &DatabaseConnection, pooled: bool) -> Result<Txn, DbErr> {
+    if pooled && db.get_database_backend() == DbBackend::Postgres {
+        let txn = db
+            .get_postgres_connection_pool()
+            .begin()
+            .await
+            .map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?;
+        return Ok(Txn::Pooled(PgTxn {
+            txn: tokio::sync::Mutex::new(txn),
+        }));
     }
-    Ok(txn)
+    Ok(Txn::Direct(db.begin().await?))
+}
+
+impl Txn {
+    /// Rolls back (dropping it does too).
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        match self {
+            Txn::Direct(txn) => txn.rollback().await,
+            Txn::Pooled(txn) => txn.txn.into_inner().rollback().await.map_err(exec_err),
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        match self {
+            Txn::Direct(txn) => txn.commit().await,
+            Txn::Pooled(txn) => txn
+                .txn
+                .into_inner()
+                .commit()
+                .await
+                .map_err(|err| DbErr::Exec(RuntimeErr::SqlxError(err.into()))),
+        }
+    }
+}
+
+/// `stmt` as sqlx's unnamed statement.
+fn unnamed(stmt: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, sea_query_sqlx::SqlxValues> {
+    let values = stmt.values.clone().unwrap_or(sea_orm::Values(Vec::new()));
+    sqlx::query_with(
+        sqlx::AssertSqlSafe(stmt.sql.as_str()),
+        sea_query_sqlx::SqlxValues(values),
+    )
+    .persistent(false)
+}
+
+fn exec_err(err: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(err.into()))
+}
+
+fn query_err(err: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(err.into()))
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Txn {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            Txn::Direct(txn) => txn.get_database_backend(),
+            Txn::Pooled(_) => DbBackend::Postgres,
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Txn::Direct(txn) => txn.execute_raw(stmt).await,
+            Txn::Pooled(pg) => {
+                let mut txn = pg.txn.lock().await;
+                unnamed(&stmt)
+                    .execute(&mut **txn)
+                    .await
+                    .map(ExecResult::from)
+                    .map_err(exec_err)
+            }
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Txn::Direct(txn) => txn.execute_unprepared(sql).await,
+            Txn::Pooled(pg) => {
+                use sqlx::Executor as _;
+                let mut txn = pg.txn.lock().await;
+                // The simple protocol names nothing.
+                (&mut **txn)
+                    .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)))
+                    .await
+                    .map(ExecResult::from)
+                    .map_err(exec_err)
+            }
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Txn::Direct(txn) => txn.query_one_raw(stmt).await,
+            Txn::Pooled(pg) => {
+                let mut txn = pg.txn.lock().await;
+                unnamed(&stmt)
+                    .fetch_optional(&mut **txn)
+                    .await
+                    .map(|row| row.map(QueryResult::from))
+                    .map_err(query_err)
+            }
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Txn::Direct(txn) => txn.query_all_raw(stmt).await,
+            Txn::Pooled(pg) => {
+                let mut txn = pg.txn.lock().await;
+                unnamed(&stmt)
+                    .fetch_all(&mut **txn)
+                    .await
+                    .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+                    .map_err(query_err)
+            }
+        }
+    }
+
+    fn support_returning(&self) -> bool {
+        match self {
+            Txn::Direct(txn) => txn.support_returning(),
+            Txn::Pooled(_) => true,
+        }
+    }
 }
 
 impl Conn<'_> {

@@ -357,7 +357,7 @@ async fn spawn(
 }
 
 /// Starts the server over `db`, reached at `database_url`.
-async fn spawn_on(
+pub async fn spawn_on(
     backend: Backend,
     db: TestDb,
     database_url: String,
