@@ -240,6 +240,39 @@ async fn the_failed_verification_alert_fires_for_the_attacked_org_and_resolves(b
     )
     .await;
 
+    // Refused RPCs, for the dashboard's panel of non-OK codes: asking for an org
+    // that does not exist is NOT_FOUND. Waited for until Prometheus has scraped
+    // them twice (a rate needs two samples).
+    let refused = || {
+        let mut orgs = app.orgs.clone();
+        async move {
+            let missing = orgs
+                .get_org(credd::pb::GetOrgRequest {
+                    lookup: Some(credd::pb::get_org_request::Lookup::Id(
+                        credd::domain::ids::OrgId::generate().into_string(),
+                    )),
+                })
+                .await;
+            assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
+        }
+    };
+    let non_ok = url::form_urlencoded::byte_serialize(
+        br#"sum(rate(credd_rpc_requests_total{code!="OK"}[1m])) > 0"#,
+    )
+    .collect::<String>();
+    wait_until(
+        "Prometheus has a rate of refused RPCs",
+        Duration::from_secs(30),
+        async || {
+            refused().await;
+            let answer = api(&prometheus, &format!("/api/v1/query?query={non_ok}")).await;
+            answer["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        },
+    )
+    .await;
+
     // Every query of the rules (as shipped) and of the dashboard evaluates, and
     // names only metrics credd exports.
     let exported = get(metrics, "/metrics").await.unwrap().1;
@@ -247,23 +280,28 @@ async fn the_failed_verification_alert_fires_for_the_attacked_org_and_resolves(b
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string("deploy/grafana/credd.json").unwrap())
             .unwrap();
-    let mut queries: Vec<String> = rules.exprs;
+    let mut queries: Vec<(String, bool)> = rules.exprs.into_iter().map(|q| (q, false)).collect();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            queries.push(
+            queries.push((
                 target["expr"]
                     .as_str()
                     .unwrap()
                     .replace("$__rate_interval", "1m")
                     .replace("$instance", ".*"),
-            );
+                true,
+            ));
         }
     }
     assert!(
         queries.len() > 20,
         "the rules and the dashboard hold queries"
     );
-    for query in &queries {
+    // An alert's expression is empty while it does not fire; a dashboard query
+    // that answers nothing after this traffic draws an empty panel (a typo in a
+    // label or a metric name still "evaluates").
+    let mut empty_panels = Vec::new();
+    for (query, from_dashboard) in &queries {
         let encoded: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
         let answer = api(&prometheus, &format!("/api/v1/query?query={encoded}")).await;
         assert_eq!(answer["status"], "success", "{query}: {answer}");
@@ -273,7 +311,17 @@ async fn the_failed_verification_alert_fires_for_the_attacked_org_and_resolves(b
                 "{query} names {name}, which credd does not export"
             );
         }
+        let result = &answer["data"]["result"];
+        let empty = result.as_array().is_some_and(Vec::is_empty) || result.is_null();
+        if *from_dashboard && empty {
+            empty_panels.push(query.clone());
+        }
     }
+    assert!(
+        empty_panels.is_empty(),
+        "dashboard queries that answer nothing:\n{}",
+        empty_panels.join("\n")
+    );
 }
 
 /// The `credd_…` metric names in a query.
