@@ -606,6 +606,92 @@ async fn two_replicas_sweeping_write_each_end_once(backend: Backend) {
     }
 }
 
+/// PostgreSQL only: a trigger refuses the step that moves the ACTIVE secret out
+/// (the last write of a rotation, and of an import with `activate`). Each call
+/// then fails after its first writes, and nothing of it is left: no new secret,
+/// no event, the ACTIVE secret as it was and still verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_or_activating_import_failing_midway_leaves_nothing() {
+    use sea_orm::ConnectionTrait as _;
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("CREDD_TEST_DATABASE_URL is not set: PostgreSQL trigger test skipped");
+        return;
+    };
+    let app = spawn_app(backend).await;
+    let org = app.create_org().await;
+    let first = rotate(&app, &org.id, 0).await.expect("first rotation");
+    let before = app.list_secrets(&org.id).await;
+    let trail_before = app
+        .audit
+        .clone()
+        .list_audit_events(ListAuditEventsRequest {
+            org_id: org.id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .len();
+    let db = sea_orm::Database::connect(app.database_url.as_str())
+        .await
+        .unwrap();
+    db.execute_unprepared(
+        "CREATE FUNCTION credd_test_refuse() RETURNS trigger AS $$ BEGIN \
+           IF OLD.state = 'ACTIVE' AND NEW.state <> 'ACTIVE' THEN \
+             RAISE EXCEPTION 'test: the ACTIVE secret may not move'; \
+           END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER credd_test_refuse BEFORE UPDATE ON client_secrets \
+           FOR EACH ROW EXECUTE FUNCTION credd_test_refuse();",
+    )
+    .await
+    .unwrap();
+    assert!(
+        rotate(&app, &org.id, 60).await.is_err(),
+        "the rotation fails"
+    );
+    let plaintext = a_strong_secret();
+    let import = app
+        .secrets
+        .clone()
+        .import_client_secret(ImportClientSecretRequest {
+            activate: true,
+            ..import_request(&org.id, &plaintext)
+        })
+        .await;
+    assert!(import.is_err(), "the activating import fails");
+    let shape = |list: Vec<credd::pb::ClientSecret>| {
+        list.into_iter()
+            .map(|s| (s.id.clone(), s.state(), s.expire_time))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shape(app.list_secrets(&org.id).await),
+        shape(before),
+        "no secret of the failed calls is stored, the ACTIVE one unmoved"
+    );
+    let trail_after = app
+        .audit
+        .clone()
+        .list_audit_events(ListAuditEventsRequest {
+            org_id: org.id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        trail_after.len(),
+        trail_before,
+        "no event of the failed calls: {trail_after:?}"
+    );
+    assert!(app.verifies(&org.client_id, &first.plaintext).await);
+    assert!(!app.verifies(&org.client_id, &plaintext).await);
+}
+
 async fn rotate_is_one_transaction(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.create_org().await;
