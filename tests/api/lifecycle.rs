@@ -621,19 +621,20 @@ async fn a_rotation_or_activating_import_failing_midway_leaves_nothing() {
     let org = app.create_org().await;
     let first = rotate(&app, &org.id, 0).await.expect("first rotation");
     let before = app.list_secrets(&org.id).await;
-    let trail_before = app
-        .audit
-        .clone()
-        .list_audit_events(ListAuditEventsRequest {
-            org_id: org.id.clone(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .len();
+    let trail = async || {
+        app.audit
+            .clone()
+            .list_audit_events(ListAuditEventsRequest {
+                org_id: org.id.clone(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    };
+    let trail_before = trail().await.len();
     let db = sea_orm::Database::connect(app.database_url.as_str())
         .await
         .unwrap();
@@ -671,18 +672,7 @@ async fn a_rotation_or_activating_import_failing_midway_leaves_nothing() {
         shape(before),
         "no secret of the failed calls is stored, the ACTIVE one unmoved"
     );
-    let trail_after = app
-        .audit
-        .clone()
-        .list_audit_events(ListAuditEventsRequest {
-            org_id: org.id.clone(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let trail_after = trail().await;
     assert_eq!(
         trail_after.len(),
         trail_before,

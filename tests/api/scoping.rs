@@ -462,6 +462,23 @@ async fn limited_token(app: &TestApp, name: &str, scope: Scope, org_id: &str) ->
     token.reveal().to_owned()
 }
 
+/// ResolveLogin on the default login domain for `org`'s client and `callback`.
+async fn default_domain_login(
+    channel: &crate::helpers::Authed,
+    org: &credd::pb::Org,
+    callback: &str,
+) -> credd::pb::ResolveLoginResponse {
+    GatewayClient::new(channel.clone())
+        .resolve_login(ResolveLoginRequest {
+            host: "login.credd.local".into(),
+            client_id: org.client_id.clone(),
+            redirect_uri: callback.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The paths that answer from memory, × {generated, imported secret} × {cache
 /// cold, warmed by a caller that reaches every org} × {a token limited to org A,
 /// the bootstrap token} × {org A, org B}: a verdict, a login or an org is given
@@ -510,16 +527,8 @@ async fn memory_answers_only_within_reach(backend: Backend) {
             if warm {
                 for (org, secret, callback) in &orgs {
                     assert!(app.verify(&org.client_id, secret).await.unwrap());
-                    let login = GatewayClient::new(app.channel_with(Some(crate::helpers::TOKEN)))
-                        .resolve_login(ResolveLoginRequest {
-                            host: "login.credd.local".into(),
-                            client_id: org.client_id.clone(),
-                            redirect_uri: callback.clone(),
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    assert!(login.allowed);
+                    let everyone = app.channel_with(Some(crate::helpers::TOKEN));
+                    assert!(default_domain_login(&everyone, org, callback).await.allowed);
                 }
             }
             for (who, channel) in &callers {
@@ -541,15 +550,7 @@ async fn memory_answers_only_within_reach(backend: Backend) {
                     if verdict.valid != expect || (!expect && !verdict.org_id.is_empty()) {
                         failures.push(format!("VerifyClientSecret {cell}: {verdict:?}"));
                     }
-                    let login = GatewayClient::new(channel.clone())
-                        .resolve_login(ResolveLoginRequest {
-                            host: "login.credd.local".into(),
-                            client_id: org.client_id.clone(),
-                            redirect_uri: callback.clone(),
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner();
+                    let login = default_domain_login(channel, org, callback).await;
                     if login.allowed != expect || (!expect && login.org.is_some()) {
                         failures.push(format!("ResolveLogin {cell}: {login:?}"));
                     }
