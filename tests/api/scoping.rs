@@ -479,6 +479,19 @@ async fn default_domain_login(
         .into_inner()
 }
 
+/// The code GetOrg answers for `lookup`.
+async fn get_org_code(
+    channel: &crate::helpers::Authed,
+    lookup: credd::pb::get_org_request::Lookup,
+) -> Code {
+    credd::pb::orgs_client::OrgsClient::new(channel.clone())
+        .get_org(credd::pb::GetOrgRequest {
+            lookup: Some(lookup),
+        })
+        .await
+        .map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
 /// The paths that answer from memory, × {generated, imported secret} × {cache
 /// cold, warmed by a caller that reaches every org} × {a token limited to org A,
 /// the bootstrap token} × {org A, org B}: a verdict, a login or an org is given
@@ -567,14 +580,11 @@ async fn memory_answers_only_within_reach(backend: Backend) {
                     if check.allowed != expect {
                         failures.push(format!("CheckRedirectUri {cell}: {check:?}"));
                     }
-                    let got = credd::pb::orgs_client::OrgsClient::new(channel.clone())
-                        .get_org(credd::pb::GetOrgRequest {
-                            lookup: Some(credd::pb::get_org_request::Lookup::ClientId(
-                                org.client_id.clone(),
-                            )),
-                        })
-                        .await;
-                    let code = got.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+                    let code = get_org_code(
+                        channel,
+                        credd::pb::get_org_request::Lookup::ClientId(org.client_id.clone()),
+                    )
+                    .await;
                     let want = if expect {
                         Code::Ok
                     } else {
@@ -586,14 +596,11 @@ async fn memory_answers_only_within_reach(backend: Backend) {
                     // The gateway scope looks orgs up by client ID or domain only:
                     // by id it is refused even for its own org.
                     if *who == "limited to A" {
-                        let by_id = credd::pb::orgs_client::OrgsClient::new(channel.clone())
-                            .get_org(credd::pb::GetOrgRequest {
-                                lookup: Some(credd::pb::get_org_request::Lookup::Id(
-                                    org.id.clone(),
-                                )),
-                            })
-                            .await;
-                        let code = by_id.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+                        let code = get_org_code(
+                            channel,
+                            credd::pb::get_org_request::Lookup::Id(org.id.clone()),
+                        )
+                        .await;
                         if code != Code::PermissionDenied {
                             failures.push(format!("GetOrg by id as gateway {cell}: {code:?}"));
                         }
